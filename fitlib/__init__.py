@@ -1,0 +1,1 @@
+"""fitlib: recover SMPL bodies from single images."""

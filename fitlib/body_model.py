@@ -1,0 +1,318 @@
+"""One body-model interface for the open model and real SMPL files.
+
+:func:`load_body_model` returns a :class:`BodyModel` whatever the source
+(``"open"``, an official SMPL pickle, an ``.npz``); nothing downstream asks
+which one it has.  :meth:`BodyModel.forward` has two paths that agree to
+1e-5 m:
+
+* ``vertices=True``: the full mesh through ``smplx.SMPL``;
+* ``vertices=False`` (for fitting): joints and the requested keypoints only.
+  Shape-dependent rest joints are precomputed as linear in betas, forward
+  kinematics runs level by level over the tree, and only the few vertices that
+  the keypoints need are blended and skinned.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import roma
+import smplx
+import torch
+from smplx.utils import Struct
+
+from fitlib.layouts import DERIVED_POINTS, KeypointLayout, get_layout
+from fitlib.model_file import read_model_file
+from fitlib.skeleton import NUM_BETAS, SMPL_JOINT_NAMES, SMPL_PARENTS
+
+SMPL_VERTEX_POINTS: dict[str, int] = {
+    "nose": 332, "left_eye": 2800, "right_eye": 6260, "left_ear": 583, "right_ear": 4071,
+    "left_big_toe": 3216, "left_small_toe": 3226, "left_heel": 3387,
+    "right_big_toe": 6617, "right_small_toe": 6624, "right_heel": 6787,
+    "left_thumb": 2746, "left_index": 2319, "left_pinky": 2673,
+    "right_thumb": 6191, "right_index": 5782, "right_pinky": 6133,
+}
+"""Vertex ids of named surface points on SMPL's 6890-vertex mesh (the ones SMPLify-X and OpenPose fits use)."""
+
+SMPL_JOINT_POINTS: dict[str, str] = {
+    f"{side}_{part}": f"{side}_{joint}"
+    for side in ("left", "right")
+    for part, joint in (("shoulder", "shoulder"), ("elbow", "elbow"), ("wrist", "wrist"), ("hip", "hip"),
+                        ("knee", "knee"), ("ankle", "ankle"))
+}
+"""Named points taken from SMPL joints when a model has no better definition."""
+
+POINT_ALIASES: dict[str, str] = {
+    "left_eye_inner": "left_eye", "left_eye_outer": "left_eye", "right_eye_inner": "right_eye",
+    "right_eye_outer": "right_eye", "left_foot_index": "left_big_toe", "right_foot_index": "right_big_toe",
+    "left_pinky": "smpl_left_hand", "left_index": "smpl_left_hand", "left_thumb": "smpl_left_hand",
+    "right_pinky": "smpl_right_hand", "right_index": "smpl_right_hand", "right_thumb": "smpl_right_hand",
+}
+"""Approximations used when a model does not define a point itself."""
+
+
+@dataclass
+class BodyOutput:
+    """Output of :meth:`BodyModel.forward`, in metres (camera or world frame as the inputs).
+
+    Attributes:
+        joints: [..., 24, 3] SMPL joints.
+        keypoints: [..., K, 3] points of the requested layout (zeros where
+            ``keypoint_mask`` is False), or None.
+        keypoint_mask: [K] bool, which layout points this model can produce.
+        vertices: [..., V, 3] mesh vertices, or None on the fast path.
+    """
+
+    joints: torch.Tensor
+    keypoints: torch.Tensor | None = None
+    keypoint_mask: torch.Tensor | None = None
+    vertices: torch.Tensor | None = None
+
+
+@dataclass
+class _KeypointMap:
+    joint_weights: torch.Tensor  # [K, 24]
+    vertex_ids: torch.Tensor  # [U]
+    vertex_weights: torch.Tensor  # [K, U]
+    mask: torch.Tensor  # [K] bool
+
+
+def _kinematic_levels(parents: tuple[int, ...]) -> list[list[int]]:
+    depth = [0] * len(parents)
+    for j in range(1, len(parents)):
+        depth[j] = depth[parents[j]] + 1
+    return [[j for j in range(len(parents)) if depth[j] == d] for d in range(max(depth) + 1)]
+
+
+class BodyModel(torch.nn.Module):
+    """An SMPL-layout body model (24 joints, 10 betas), differentiable, any device.
+
+    Build it with :func:`load_body_model`.  Attributes: ``name``,
+    ``num_vertices``, ``faces`` ([F, 3] int64 numpy), ``parents``.
+    """
+
+    def __init__(self, data: dict, name: str, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.name = name
+        data = dict(data)
+        with contextlib.redirect_stdout(io.StringIO()):  # smplx prints a note about 10-beta models
+            self.smpl = smplx.SMPL(model_path="", data_struct=Struct(**data), num_betas=NUM_BETAS, dtype=dtype,
+                                   create_betas=False, create_global_orient=False, create_body_pose=False,
+                                   create_transl=False)
+        if self.smpl.num_betas < NUM_BETAS:
+            raise ValueError(f"{name}: the model has only {self.smpl.num_betas} shape directions, fitlib needs 10")
+        self.faces = np.asarray(data["f"], dtype=np.int64)
+        self.num_vertices = int(self.smpl.v_template.shape[0])
+        self.parents = SMPL_PARENTS
+        jreg, vt, sd = self.smpl.J_regressor, self.smpl.v_template, self.smpl.shapedirs
+        self.register_buffer("joint_template", jreg @ vt)  # [24, 3]
+        self.register_buffer("joint_shapedirs", torch.einsum("jv,vcb->jcb", jreg, sd))  # [24, 3, 10]
+        self._levels = _kinematic_levels(SMPL_PARENTS)
+        self._level_parent = [
+            torch.tensor([self._levels[d - 1].index(SMPL_PARENTS[j]) for j in lvl]) if d else None
+            for d, lvl in enumerate(self._levels)]
+        order = [j for lvl in self._levels for j in lvl]
+        self.register_buffer("_unlevel", torch.argsort(torch.tensor(order)), persistent=False)
+        self._points = self._point_definitions(data)
+        self._maps: dict[str, _KeypointMap] = {}
+
+    # ----------------------------------------------------------------- points
+    def _point_definitions(self, data: dict) -> dict[str, dict[int, float]]:
+        """Named points as {source: weight}; source j < 24 is a joint, 24 + v is vertex v."""
+        points: dict[str, dict[int, float]] = {f"smpl_{n}": {j: 1.0} for j, n in enumerate(SMPL_JOINT_NAMES)}
+        for name, joint in SMPL_JOINT_POINTS.items():
+            points[name] = {SMPL_JOINT_NAMES.index(joint): 1.0}
+        regressor = data.get("keypoint_regressor")
+        if regressor is not None:
+            ids, weights = np.asarray(regressor["vertex_ids"]), np.asarray(regressor["weights"])
+            for k, name in enumerate(regressor["names"]):
+                points[str(name)] = {24 + int(v): float(w) for v, w in zip(ids[k], weights[k])}
+        elif self.num_vertices == 6890:
+            for name, v in SMPL_VERTEX_POINTS.items():
+                points[name] = {24 + v: 1.0}
+        return points
+
+    def _resolve(self, name: str) -> dict[int, float] | None:
+        if name in self._points:
+            return self._points[name]
+        if name in POINT_ALIASES:
+            return self._resolve(POINT_ALIASES[name])
+        if name in DERIVED_POINTS:
+            parts = [self._resolve(p) for p in DERIVED_POINTS[name]]
+            if all(p is not None for p in parts):
+                out: dict[int, float] = {}
+                for p in parts:
+                    for s, w in p.items():
+                        out[s] = out.get(s, 0.0) + w / len(parts)
+                return out
+        return None
+
+    def keypoint_map(self, layout: str | KeypointLayout) -> _KeypointMap:
+        """How this model produces ``layout``: joint weights, the vertices used, and a mask of producible points."""
+        layout = get_layout(layout)
+        if layout.name not in self._maps:
+            defs = [self._resolve(n) for n in layout.names]
+            vids = sorted({s - 24 for d in defs if d for s in d if s >= 24})
+            col = {v: i for i, v in enumerate(vids)}
+            jw = torch.zeros(len(layout), 24, dtype=self.joint_template.dtype)
+            vw = torch.zeros(len(layout), len(vids), dtype=self.joint_template.dtype)
+            for k, d in enumerate(defs):
+                for s, w in (d or {}).items():
+                    if s < 24:
+                        jw[k, s] += w
+                    else:
+                        vw[k, col[s - 24]] += w
+            mask = torch.tensor([d is not None for d in defs])
+            dev = self.joint_template.device
+            self._maps[layout.name] = _KeypointMap(jw.to(dev), torch.tensor(vids, dtype=torch.long, device=dev),
+                                                   vw.to(dev), mask.to(dev))
+        return self._maps[layout.name]
+
+    def _apply(self, fn, recurse=True):
+        self._maps = {}
+        return super()._apply(fn, recurse)
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, pose: torch.Tensor, betas: torch.Tensor, transl: torch.Tensor | None = None, *,
+                layout: str | KeypointLayout | None = None, vertices: bool = False) -> BodyOutput:
+        """Pose the model.
+
+        Args:
+            pose: [..., 24, 3] or [..., 72] axis-angle (radians); joint 0 is the global orientation.
+            betas: [..., 10] shape coefficients (broadcast against the pose's batch dims).
+            transl: [..., 3] translation in metres, or None.
+            layout: a keypoint layout to produce, or None.
+            vertices: compute the full mesh (through ``smplx.SMPL``); otherwise the fast
+                joints-and-keypoints path.
+        Returns:
+            :class:`BodyOutput` with the same leading batch dims.
+        """
+        pose, betas, transl, batch = self._check_inputs(pose, betas, transl)
+        kmap = self.keypoint_map(layout) if layout is not None else None
+        if vertices:
+            out = self.smpl(global_orient=pose[:, 0], body_pose=pose[:, 1:].reshape(-1, 69), betas=betas)
+            joints, verts = out.joints[:, :24], out.vertices
+            kverts = verts[:, kmap.vertex_ids] if kmap is not None else None
+        else:
+            joints, kverts = self._fast(pose, betas, kmap)
+            verts = None
+        keypoints = None
+        if kmap is not None:
+            keypoints = torch.einsum("kj,bjc->bkc", kmap.joint_weights, joints)
+            if kverts is not None and kverts.shape[1]:
+                keypoints = keypoints + torch.einsum("ku,buc->bkc", kmap.vertex_weights, kverts)
+        if transl is not None:
+            t = transl[:, None]
+            joints = joints + t
+            keypoints = keypoints + t if keypoints is not None else None
+            verts = verts + t if verts is not None else None
+        shape = lambda x: None if x is None else x.reshape(*batch, *x.shape[1:])  # noqa: E731
+        return BodyOutput(shape(joints), shape(keypoints), kmap.mask if kmap else None, shape(verts))
+
+    def _check_inputs(self, pose, betas, transl):
+        if not isinstance(pose, torch.Tensor) or not isinstance(betas, torch.Tensor):
+            raise TypeError("pose and betas must be torch tensors")
+        if pose.shape[-1] == 72:
+            pose = pose.reshape(*pose.shape[:-1], 24, 3)
+        if pose.ndim < 3 or pose.shape[-2:] != (24, 3):
+            raise ValueError(f"pose must have shape [..., 24, 3] or [..., 72], got {tuple(pose.shape)}")
+        if betas.ndim < 1 or betas.shape[-1] != NUM_BETAS:
+            raise ValueError(f"betas must have shape [..., {NUM_BETAS}], got {tuple(betas.shape)}")
+        if transl is not None and (transl.ndim < 1 or transl.shape[-1] != 3):
+            raise ValueError(f"transl must have shape [..., 3], got {tuple(transl.shape)}")
+        batch = torch.broadcast_shapes(pose.shape[:-2], betas.shape[:-1],
+                                       transl.shape[:-1] if transl is not None else ())
+        for name, value in (("pose", pose), ("betas", betas), ("transl", transl)):
+            if value is not None and not torch.isfinite(value).all():
+                raise ValueError(f"{name} contains NaN or infinite values")
+        dtype = self.joint_template.dtype
+        pose = pose.to(dtype).expand(*batch, 24, 3).reshape(-1, 24, 3)
+        betas = betas.to(dtype).expand(*batch, NUM_BETAS).reshape(-1, NUM_BETAS)
+        if transl is not None:
+            transl = transl.to(dtype).expand(*batch, 3).reshape(-1, 3)
+        return pose, betas, transl, batch
+
+    def rest_joints(self, betas: torch.Tensor) -> torch.Tensor:
+        """Rest-pose (T-pose) joints [..., 24, 3] in metres for betas [..., 10]."""
+        return self.joint_template + torch.einsum("jcb,...b->...jc", self.joint_shapedirs, betas)
+
+    def _fast(self, pose: torch.Tensor, betas: torch.Tensor, kmap: _KeypointMap | None):
+        B = pose.shape[0]
+        rot = roma.rotvec_to_rotmat(pose)  # [B, 24, 3, 3]
+        rest = self.rest_joints(betas)  # [B, 24, 3]
+        g_rot, g_pos = [], []
+        for d, lvl in enumerate(self._levels):
+            r, j = rot[:, lvl], rest[:, lvl]
+            if d == 0:
+                g_rot.append(r)
+                g_pos.append(j)
+                continue
+            par = self._level_parent[d]
+            pr, pp = g_rot[d - 1][:, par], g_pos[d - 1][:, par]
+            offset = j - rest[:, [SMPL_PARENTS[i] for i in lvl]]
+            g_rot.append(pr @ r)
+            g_pos.append(pp + (pr @ offset[..., None])[..., 0])
+        g_rot = torch.cat(g_rot, 1)[:, self._unlevel]
+        joints = torch.cat(g_pos, 1)[:, self._unlevel]
+        if kmap is None or kmap.vertex_ids.numel() == 0:
+            return joints, None
+        ids = kmap.vertex_ids
+        sd = self.smpl.shapedirs[ids]  # [U, 3, 10]
+        v = self.smpl.v_template[ids] + torch.einsum("ucb,nb->nuc", sd, betas)
+        feats = (rot[:, 1:] - torch.eye(3, dtype=rot.dtype, device=rot.device)).reshape(B, 207)
+        pd = self.smpl.posedirs.view(207, -1, 3)[:, ids]  # [207, U, 3]
+        v = v + torch.einsum("np,puc->nuc", feats, pd)
+        rel_t = joints - (g_rot @ rest[..., None])[..., 0]  # [B, 24, 3]
+        w = self.smpl.lbs_weights[ids]  # [U, 24]
+        T_rot = torch.einsum("uj,bjcd->bucd", w, g_rot)
+        T_t = torch.einsum("uj,bjc->buc", w, rel_t)
+        return joints, (T_rot @ v[..., None])[..., 0] + T_t
+
+
+def _model_path(model: str | Path, gender: str) -> tuple[Path, str]:
+    if str(model) == "open":
+        from fitlib.open_model import ensure_open_model
+
+        return ensure_open_model(), "open"
+    path = Path(model)
+    if path.is_dir():
+        g = gender.upper()
+        short = {"NEUTRAL": "neutral", "MALE": "m", "FEMALE": "f"}.get(g, g.lower())
+        candidates = [path / f"SMPL_{g}.pkl", path / f"SMPL_{g}.npz", path / "smpl" / f"SMPL_{g}.pkl",
+                      path / f"basicModel_{short}_lbs_10_207_0_v1.0.0.pkl",
+                      path / f"basicmodel_{short}_lbs_10_207_0_v1.1.0.pkl"]
+        for c in candidates:
+            if c.is_file():
+                return c, f"smpl_{gender.lower()}"
+        raise FileNotFoundError(f"no SMPL {gender} model in {path} (looked for {[c.name for c in candidates]})")
+    if not path.is_file():
+        raise FileNotFoundError(f"body model {str(model)!r} is neither 'open' nor an existing file or folder")
+    return path, path.stem
+
+
+def load_body_model(model: str | Path = "open", gender: str = "neutral", device: str | torch.device | None = None,
+                    dtype: torch.dtype = torch.float32) -> BodyModel:
+    """Load a body model.
+
+    Args:
+        model: ``"open"`` (the free model built from anny on first use and
+            cached), a path to an SMPL ``.pkl`` (chumpy not needed) or ``.npz``,
+            or a folder holding ``SMPL_{NEUTRAL,MALE,FEMALE}.pkl``.
+        gender: which file to pick from a folder (``neutral``, ``male``, ``female``).
+        device, dtype: where the model lives.
+    Raises:
+        FileNotFoundError for a missing file; ValueError for a corrupt one.
+    """
+    if gender.lower() not in ("neutral", "male", "female"):
+        raise ValueError(f"gender must be 'neutral', 'male' or 'female', got {gender!r}")
+    path, name = _model_path(model, gender.lower())
+    return _load_cached(str(path), name, str(torch.device(device or "cpu")), dtype)
+
+
+@lru_cache(maxsize=8)
+def _load_cached(path: str, name: str, device: str, dtype: torch.dtype) -> BodyModel:
+    return BodyModel(read_model_file(path), name=name, dtype=dtype).to(device)

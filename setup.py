@@ -1,0 +1,36 @@
+"""Packaging for fitlib.
+
+The top-level ``priors/`` folder (shipped pose/shape priors and the scripts that
+train them) is installed as the package ``fitlib.priors_data`` so that the
+priors load from any install, editable or not.
+"""
+from setuptools import setup
+
+setup(
+    name="fitlib",
+    version="0.1.0",
+    description="Recover SMPL bodies from single images: batched SMPLify-style fitting with free body models and priors.",
+    python_requires=">=3.10",
+    packages=["fitlib", "fitlib.priors_data"],
+    package_dir={"fitlib": "fitlib", "fitlib.priors_data": "priors"},
+    package_data={
+        "fitlib": ["data/*", "data/**/*", "configs/*.yaml"],
+        "fitlib.priors_data": ["*.npz", "*.md"],
+    },
+    install_requires=[
+        "torch>=2.1,<=2.13.0",
+        "smplx>=0.1.28",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "opencv-python-headless>=4.8",
+        "trimesh>=4.0",
+        "pyyaml>=6.0",
+        "platformdirs>=3.0",
+        "tqdm>=4.60",
+        "anny==0.6.2",
+    ],
+    extras_require={
+        "test": ["pytest>=7"],
+    },
+    entry_points={"console_scripts": ["fitlib=fitlib.cli:main"]},
+)
