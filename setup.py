@@ -1,8 +1,8 @@
 """Packaging for fitlib.
 
-The top-level ``priors/`` folder (shipped pose/shape priors and the scripts that
-train them) is installed as the package ``fitlib.priors_data`` so that the
-priors load from any install, editable or not.
+The top-level ``priors/`` and ``configs/`` folders (shipped pose/shape priors and the scripts that
+train them) are installed as the packages ``fitlib.priors_data`` and ``fitlib.configs`` so
+that priors and configs load from any install, editable or not.
 """
 from setuptools import setup
 
@@ -11,10 +11,11 @@ setup(
     version="0.1.0",
     description="Recover SMPL bodies from single images: batched SMPLify-style fitting with free body models and priors.",
     python_requires=">=3.10",
-    packages=["fitlib", "fitlib.priors_data"],
-    package_dir={"fitlib": "fitlib", "fitlib.priors_data": "priors"},
+    packages=["fitlib", "fitlib.priors_data", "fitlib.configs"],
+    package_dir={"fitlib": "fitlib", "fitlib.priors_data": "priors", "fitlib.configs": "configs"},
     package_data={
-        "fitlib": ["data/*", "data/**/*", "configs/*.yaml"],
+        "fitlib": ["data/*", "data/**/*"],
+        "fitlib.configs": ["*.yaml"],
         "fitlib.priors_data": ["*.npz", "*.md"],
     },
     install_requires=[
@@ -28,6 +29,8 @@ setup(
         "platformdirs>=3.0",
         "tqdm>=4.60",
         "anny==0.6.2",
+        "roma>=1.5",
+        "ai-edge-litert==2.3.0",
     ],
     extras_require={
         "test": ["pytest>=7"],

@@ -1,0 +1,105 @@
+"""The ``fitlib`` command line: ``fitlib fit``, ``fitlib detect``, ``fitlib build-model``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def _images(target: Path) -> list[Path]:
+    if target.is_dir():
+        return sorted(p for p in target.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not target.exists():
+        raise SystemExit(f"fitlib: {target} does not exist")
+    return [target]
+
+
+def _cmd_fit(args) -> int:
+    import cv2
+    from tqdm import tqdm
+
+    from fitlib.api import fit
+    from fitlib.image_io import load_image
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    images = _images(Path(args.image))
+    if args.keypoints and len(images) != 1:
+        raise SystemExit("fitlib: --keypoints goes with a single image")
+    for path in tqdm(images, desc="fitting", disable=len(images) < 2):
+        keypoints = None
+        if args.keypoints:
+            from fitlib.mmpose_io import keypoints_from_mmpose
+
+            keypoints = keypoints_from_mmpose(json.loads(Path(args.keypoints).read_text()))
+        image = load_image(path)
+        result = fit(image, keypoints, config=args.config, model=args.model)
+        stem = out / path.stem
+        result.save(stem.with_suffix(".json"))
+        result.export_meshes(out / f"{path.stem}_meshes", fmt=args.mesh_format)
+        overlay = result.render_overlay(image)
+        cv2.imwrite(str(stem) + "_overlay.png", cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+        errs = ", ".join(f"{e:.1f}" for e in result.reprojection_error)
+        print(f"{path.name}: {int(result.fitted.sum())}/{len(result)} people fitted; reprojection error px [{errs}]")
+    return 0
+
+
+def _cmd_detect(args) -> int:
+    from fitlib.detect import detect
+
+    kp = detect(args.image)
+    data = {"layout": kp.layout, "keypoints": kp.keypoints.tolist(), "boxes": kp.boxes.tolist(),
+            "scores": kp.scores.tolist()}
+    text = json.dumps(data)
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        print(text)
+    return 0
+
+
+def _cmd_build_model(args) -> int:
+    from fitlib.open_model import BuildConfig, build_open_model, open_model_path, save_model_file
+
+    path = open_model_path(BuildConfig())
+    if path.exists() and not args.force:
+        print(f"open model already built: {path}")
+        return 0
+    data, report = build_open_model(BuildConfig())
+    save_model_file(data, path)
+    print(f"open model written to {path}: shape variance explained {report.variance_explained:.4%}, "
+          f"joint regressor error {report.regressor_error_mean * 1000:.2f} mm, {report.seconds:.0f} s")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fitlib", description="Fit SMPL bodies to people in images.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("fit", help="fit an image or a folder of images (detects people when no keypoints are given)")
+    p.add_argument("image", help="an image file or a folder of images")
+    p.add_argument("--keypoints", help="mmpose predictions (JSON) for the image")
+    p.add_argument("--out", required=True, help="output folder: result JSON, meshes, overlay PNG")
+    p.add_argument("--config", default=None, help="fitting config name or YAML path (default: default)")
+    p.add_argument("--model", default="open", help="'open' or an SMPL model file/folder")
+    p.add_argument("--mesh-format", default="obj", choices=["obj", "ply"])
+    p.set_defaults(run=_cmd_fit)
+    p = sub.add_parser("detect", help="detect people's 2D keypoints with the bundled detector")
+    p.add_argument("image")
+    p.add_argument("--out", help="JSON file (default: print)")
+    p.set_defaults(run=_cmd_detect)
+    p = sub.add_parser("build-model", help="build and cache the open body model from anny")
+    p.add_argument("--force", action="store_true", help="rebuild even if cached")
+    p.set_defaults(run=_cmd_build_model)
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"fitlib: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

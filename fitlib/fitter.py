@@ -1,0 +1,379 @@
+"""The batched SMPLify-style fitter: SMPL parameters from 2D keypoints, many people at once.
+
+Every person is an independent problem.  The optimiser is a batched Adam whose
+state is kept per person, so that a person whose loss stops improving leaves
+the working batch (per-person early stop) and costs nothing afterwards;
+L-BFGS is available for comparison.  Stages, weights and thresholds come from
+a :class:`fitlib.config.FitConfig` (``configs/*.yaml``).
+
+Camera frame: OpenCV (x right, y down, z forward), metres; keypoints in pixels.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import roma
+import torch
+
+from fitlib.body_model import BodyModel
+from fitlib.camera import project
+from fitlib.config import FitConfig, Stage
+from fitlib.layouts import KeypointLayout, get_layout
+
+TORSO = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")
+CANONICAL_SIZE = 200.0
+"""A person's 2D size (box diagonal of the visible keypoints) is rescaled to this many pixels in the data term."""
+
+
+@dataclass
+class FitOutput:
+    """Per-person results of :func:`fit_keypoints` (P people).
+
+    Attributes:
+        pose: [P, 24, 3] axis-angle, radians (joint 0: orientation in the camera frame).
+        betas: [P, 10].
+        transl: [P, 3] metres, camera frame.
+        loss: [P] final total loss.
+        reprojection_error: [P] mean pixel distance over the keypoints used (NaN if not fitted).
+        converged: [P] bool, the early-stop test was met in the last stage.
+        fitted: [P] bool, False for people without enough usable keypoints (their parameters are the initial ones).
+        iterations: [P] optimiser iterations spent on the person, all stages.
+    """
+
+    pose: torch.Tensor
+    betas: torch.Tensor
+    transl: torch.Tensor
+    loss: torch.Tensor
+    reprojection_error: torch.Tensor
+    converged: torch.Tensor
+    fitted: torch.Tensor
+    iterations: torch.Tensor
+
+
+def relaxed_pose(n: int, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
+    """A neutral starting pose [n, 24, 3]: arms lowered 70 degrees from the T-pose, the rest at rest."""
+    pose = torch.zeros(n, 24, 3, dtype=dtype, device=device)
+    pose[:, 16, 2] = -math.radians(70)  # left shoulder
+    pose[:, 17, 2] = math.radians(70)  # right shoulder
+    return pose
+
+
+FACING_CAMERA = (math.pi, 0.0, 0.0)
+"""Global orientation (axis-angle) of an upright body facing the camera: 180 degrees about x."""
+
+
+def _prior_terms(config: FitConfig, device, dtype):
+    """(pose prior, angle prior) callables on body pose [..., 69] -> [...]."""
+    from fitlib import priors
+
+    if config.pose_prior == "gmm":
+        prior = priors.load_pose_prior().to(device=device, dtype=dtype)
+    elif config.pose_prior == "l2":
+        prior = lambda bp: (bp**2).sum(-1)  # noqa: E731  (placeholder named in the config)
+    else:
+        prior = lambda bp: bp.new_zeros(bp.shape[:-1])  # noqa: E731
+    return prior, priors.angle_prior
+
+
+def _point_indices(layout: KeypointLayout, names: tuple[str, ...] | list[str]) -> list[int]:
+    out = []
+    for n in names:
+        for candidate in (n, f"smpl_{n}"):
+            if candidate in layout.names:
+                out.append(layout.names.index(candidate))
+                break
+    return out
+
+
+def _prepare_keypoints(keypoints: torch.Tensor, layout: KeypointLayout, model_mask: torch.Tensor,
+                       config: FitConfig, image_size: tuple[int, int] | None):
+    """Clean keypoints [P, J, 3]: returns xy [P, J, 2], weights [P, J], usable [P, J] bool."""
+    xy, conf = keypoints[..., :2], keypoints[..., 2]
+    finite = torch.isfinite(xy).all(-1) & torch.isfinite(conf)
+    usable = finite & (conf >= config.keypoint_confidence_threshold) & model_mask[None]
+    if image_size is not None:
+        h, w = image_size
+        margin = max(h, w)
+        inside = (xy[..., 0] > -margin) & (xy[..., 0] < w + margin) & (xy[..., 1] > -margin) & (xy[..., 1] < h + margin)
+        usable &= inside
+    xy = torch.where(usable[..., None], xy, torch.zeros_like(xy))
+    conf = torch.where(usable, conf.clamp(0, 1), torch.zeros_like(conf))
+    point_w = torch.tensor([config.keypoint_weights.get(n, 1.0) for n in layout.names], dtype=xy.dtype,
+                           device=xy.device)
+    weights = (conf**2 if config.square_confidence else conf) * point_w
+    return xy, weights, usable
+
+
+def _initial_translation(model: BodyModel, pose, betas, xy, usable, K, torso_idx) -> torch.Tensor:
+    """Translation [P, 3] putting the torso at the depth implied by its 2D length, centred on the 2D torso."""
+    ls, rs, lh, rh = torso_idx
+    rest = model.rest_joints(betas)  # SMPL joints: 16/17 shoulders, 1/2 hips
+    len3d = 0.5 * ((rest[:, 16] - rest[:, 1]).norm(dim=-1) + (rest[:, 17] - rest[:, 2]).norm(dim=-1))
+    pairs = [(ls, lh), (rs, rh)]
+    num = torch.zeros_like(len3d)
+    cnt = torch.zeros_like(len3d)
+    for a, b in pairs:
+        ok = usable[:, a] & usable[:, b]
+        num = num + torch.where(ok, (xy[:, a] - xy[:, b]).norm(dim=-1), torch.zeros_like(num))
+        cnt = cnt + ok.to(num.dtype)
+    # Without a visible shoulder-hip pair, fall back on shoulder or hip width (about 0.8 torso lengths).
+    for a, b in ((ls, rs), (lh, rh)):
+        ok = (cnt == 0) & usable[:, a] & usable[:, b]
+        num = num + torch.where(ok, (xy[:, a] - xy[:, b]).norm(dim=-1) / 0.8, torch.zeros_like(num))
+        cnt = cnt + ok.to(num.dtype)
+    len2d = (num / cnt.clamp(min=1)).clamp(min=1.0)
+    f = 0.5 * (K[:, 0, 0] + K[:, 1, 1])
+    depth = (f * len3d / len2d).clamp(0.3, 200.0)
+    tmask = usable[:, list(torso_idx)].to(xy.dtype)
+    centre2d = (xy[:, list(torso_idx)] * tmask[..., None]).sum(1) / tmask.sum(1, keepdim=True).clamp(min=1)
+    ray = torch.stack([(centre2d[:, 0] - K[:, 0, 2]) / K[:, 0, 0], (centre2d[:, 1] - K[:, 1, 2]) / K[:, 1, 1],
+                       torch.ones_like(depth)], -1)
+    out = model(pose, betas)
+    body_centre = out.joints[:, [1, 2, 16, 17]].mean(1)
+    return ray * depth[:, None] - body_centre
+
+
+class _Problem:
+    """Per-person loss of one stage over a (compacted) batch."""
+
+    def __init__(self, model: BodyModel, layout: KeypointLayout, config: FitConfig, stage: Stage,
+                 prior: Callable, angle: Callable) -> None:
+        self.model, self.layout, self.config, self.stage = model, layout, config, stage
+        self.prior, self.angle = prior, angle
+        self.w = {k: float(v) for k, v in stage.weights.items() if v}
+        sel = torch.zeros(len(layout), dtype=torch.bool)
+        sel[_point_indices(layout, stage.keypoints) if stage.keypoints else slice(None)] = True
+        self.select = sel
+
+    def __call__(self, p: dict[str, torch.Tensor], d: dict[str, torch.Tensor]) -> torch.Tensor:
+        pose = torch.cat([p["global_orient"][:, None], p["body_pose"].reshape(-1, 23, 3)], 1)
+        out = self.model(pose, p["betas"], p["transl"], layout=self.layout, vertices=self.config.full_mesh)
+        proj = project(out.keypoints, d["K"])
+        r2 = ((proj - d["xy"]) * d["scale"][:, None, None]).pow(2).sum(-1)
+        s2 = self.config.robust_sigma**2
+        w = d["weights"] * self.select.to(d["weights"].device)
+        loss = self.w.get("data", 0.0) * (w * (s2 * r2 / (s2 + r2))).sum(-1)
+        if "depth" in self.w:
+            loss = loss + self.w["depth"] * (p["transl"][:, 2] - d["depth0"]).pow(2)
+        if "pose_prior" in self.w:
+            loss = loss + self.w["pose_prior"] * self.prior(p["body_pose"])
+        if "angle" in self.w:
+            loss = loss + self.w["angle"] * self.angle(p["body_pose"])
+        if "shape" in self.w:
+            loss = loss + self.w["shape"] * p["betas"].pow(2).sum(-1)
+        if "init_pull" in self.w:
+            loss = loss + self.w["init_pull"] * (p["body_pose"] - d["body_pose0"]).pow(2).sum(-1)
+        return loss
+
+
+def _run_adam(problem: _Problem, params: dict[str, torch.Tensor], data: dict[str, torch.Tensor],
+              stage: Stage, config: FitConfig):
+    """Batched Adam with per-person early stop. Updates ``params`` in place; returns (loss, converged, iters)."""
+    P = next(iter(params.values())).shape[0]
+    dev, dtype = params["transl"].device, params["transl"].dtype
+    loss_out = torch.full((P,), float("nan"), dtype=dtype, device=dev)
+    converged = torch.zeros(P, dtype=torch.bool, device=dev)
+    iters = torch.zeros(P, dtype=torch.long, device=dev)
+    ids = torch.arange(P, device=dev)
+    work = {k: v.clone() for k, v in params.items()}
+    d = dict(data)
+    opt = stage.params
+    m = {k: torch.zeros_like(work[k]) for k in opt}
+    v = {k: torch.zeros_like(work[k]) for k in opt}
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    conv = config.convergence
+    hist: list[torch.Tensor] = []
+    for it in range(stage.iterations):
+        leaves = {k: t.requires_grad_(k in opt) if k in opt else t for k, t in work.items()}
+        loss = problem(leaves, d)
+        grads = torch.autograd.grad(loss.sum(), [leaves[k] for k in opt])
+        with torch.no_grad():
+            t = it + 1
+            for k, g in zip(opt, grads):
+                m[k].mul_(b1).add_(g, alpha=1 - b1)
+                v[k].mul_(b2).addcmul_(g, g, value=1 - b2)
+                step = stage.lr * math.sqrt(1 - b2**t) / (1 - b1**t)
+                work[k] = leaves[k].detach() - step * m[k] / (v[k].sqrt() + eps)
+        loss = loss.detach()
+        hist.append(loss)
+        loss_out[ids] = loss
+        iters[ids] += 1
+        if not conv.enabled or t < max(conv.min_iterations, conv.window + 1):
+            continue
+        old = hist[-conv.window - 1]
+        done = (old - loss) < conv.ftol * old.abs().clamp(min=1e-12)
+        if bool(done.any()):
+            for k in params:
+                params[k][ids[done]] = work[k][done]
+            converged[ids[done]] = True
+            keep = ~done
+            if not bool(keep.any()):
+                return loss_out, converged, iters
+            ids = ids[keep]
+            work = {k: x[keep] for k, x in work.items()}
+            d = {k: x[keep] for k, x in d.items()}
+            m = {k: x[keep] for k, x in m.items()}
+            v = {k: x[keep] for k, x in v.items()}
+            hist = [h[keep] for h in hist[-conv.window - 1:]]
+    for k in params:
+        params[k][ids] = work[k].detach()
+    return loss_out, converged, iters
+
+
+def _run_lbfgs(problem: _Problem, params: dict[str, torch.Tensor], data: dict[str, torch.Tensor],
+               stage: Stage, config: FitConfig):
+    """L-BFGS (strong Wolfe line search) on the sum of the per-person losses. Same contract as :func:`_run_adam`."""
+    leaves = {k: params[k].clone().requires_grad_(k in stage.params) for k in params}
+    opt = torch.optim.LBFGS([leaves[k] for k in stage.params], lr=1.0, max_iter=stage.iterations,
+                            line_search_fn="strong_wolfe", tolerance_change=config.convergence.ftol * 1e-3)
+
+    def closure():
+        opt.zero_grad()
+        total = problem(leaves, data).sum()
+        total.backward()
+        return total
+
+    opt.step(closure)
+    n_iter = opt.state[opt._params[0]].get("n_iter", stage.iterations)
+    with torch.no_grad():
+        for k in params:
+            params[k].copy_(leaves[k].detach())
+        loss = problem(params, data)
+    P = loss.shape[0]
+    return loss, torch.full((P,), n_iter < stage.iterations, device=loss.device), torch.full((P,), n_iter,
+                                                                                           device=loss.device)
+
+
+def fit_keypoints(model: BodyModel, keypoints: torch.Tensor, K: torch.Tensor, layout: str | KeypointLayout = "coco17",
+                  config: FitConfig | None = None, init: dict[str, torch.Tensor] | None = None,
+                  image_size: tuple[int, int] | None = None) -> FitOutput:
+    """Fit SMPL to the 2D keypoints of P people.
+
+    Args:
+        model: the body model.
+        keypoints: [P, J, 3] (x px, y px, confidence in [0, 1]) in ``layout``; NaN or
+            low-confidence points are ignored.
+        K: [P, 3, 3] or [3, 3] intrinsics (pixels).
+        config: fitting settings (default ``configs/default.yaml``).
+        init: optional starting values: ``pose`` [P, 24, 3] or [P, 72], ``betas`` [P, 10],
+            ``transl`` [P, 3] (camera frame, metres); missing ones use the defaults
+            (relaxed pose facing the camera, mean shape, depth from torso length).
+        image_size: (height, width) in pixels; keypoints far outside it are ignored.
+    Returns:
+        :class:`FitOutput`; people without enough keypoints are flagged ``fitted=False``.
+    """
+    from fitlib.config import load_config
+
+    config = load_config(config)
+    layout = get_layout(layout)
+    dtype, dev = model.joint_template.dtype, model.joint_template.device
+    keypoints = torch.as_tensor(keypoints, dtype=dtype, device=dev)
+    if keypoints.ndim != 3 or keypoints.shape[1:] != (len(layout), 3):
+        raise ValueError(f"keypoints for layout {layout.name!r} must have shape [P, {len(layout)}, 3], "
+                         f"got {tuple(keypoints.shape)}")
+    P = keypoints.shape[0]
+    K = torch.as_tensor(K, dtype=dtype, device=dev)
+    if K.shape == (3, 3):
+        K = K.expand(P, 3, 3)
+    if K.shape != (P, 3, 3) or not torch.isfinite(K).all() or bool((K[:, 0, 0] <= 0).any()):
+        raise ValueError(f"K must be finite [3, 3] or [P, 3, 3] intrinsics with positive focal length, "
+                         f"got shape {tuple(K.shape)}")
+    kmap = model.keypoint_map(layout)
+    xy, weights, usable = _prepare_keypoints(keypoints, layout, kmap.mask, config, image_size)
+    torso_idx = _point_indices(layout, TORSO)
+    if len(torso_idx) != 4:
+        raise ValueError(f"layout {layout.name!r} has no shoulders and hips to fit the torso on")
+    fitted = usable[:, torso_idx].sum(1) >= config.min_torso_keypoints
+
+    init = dict(init or {})
+    pose0 = init.get("pose")
+    pose0 = relaxed_pose(P, dtype, dev) if pose0 is None else torch.as_tensor(pose0, dtype=dtype, device=dev).reshape(P, 24, 3).clone()
+    if init.get("pose") is None:
+        pose0[:, 0] = torch.tensor(FACING_CAMERA, dtype=dtype, device=dev)
+    betas0 = init.get("betas")
+    betas0 = torch.zeros(P, 10, dtype=dtype, device=dev) if betas0 is None else torch.as_tensor(betas0, dtype=dtype, device=dev).reshape(P, 10).clone()
+    for name, value in (("init pose", pose0), ("init betas", betas0)):
+        if not torch.isfinite(value).all():
+            raise ValueError(f"{name} contains NaN or infinite values")
+    with torch.no_grad():
+        if init.get("transl") is not None:
+            transl0 = torch.as_tensor(init["transl"], dtype=dtype, device=dev).reshape(P, 3).clone()
+        else:
+            transl0 = _initial_translation(model, pose0, betas0, xy, usable, K, torso_idx)
+
+    vis = usable.to(dtype)
+    big = torch.where(usable[..., None], xy, torch.full_like(xy, float("inf"))).amin(1)
+    small = torch.where(usable[..., None], xy, torch.full_like(xy, float("-inf"))).amax(1)
+    size = (small - big).norm(dim=-1)
+    size = torch.where(torch.isfinite(size) & (size > 1), size, torch.full_like(size, 100.0))
+    data_all = {"xy": xy, "weights": weights * vis, "K": K, "scale": CANONICAL_SIZE / size,
+                "depth0": transl0[:, 2].clone(), "body_pose0": pose0[:, 1:].reshape(P, 69).clone()}
+    params_all = {"global_orient": pose0[:, 0].clone(), "body_pose": pose0[:, 1:].reshape(P, 69).clone(),
+                  "betas": betas0.clone(), "transl": transl0.clone()}
+
+    idx = torch.nonzero(fitted).flatten()
+    loss = torch.full((P,), float("nan"), dtype=dtype, device=dev)
+    converged = torch.zeros(P, dtype=torch.bool, device=dev)
+    iterations = torch.zeros(P, dtype=torch.long, device=dev)
+    if idx.numel():
+        params = {k: v[idx] for k, v in params_all.items()}
+        data = {k: v[idx] for k, v in data_all.items()}
+        prior, angle = _prior_terms(config, dev, dtype)
+        run = _run_adam if config.optimizer == "adam" else _run_lbfgs
+        total_iters = torch.zeros(idx.numel(), dtype=torch.long, device=dev)
+        for i, stage in enumerate(config.stages):
+            problem = _Problem(model, layout, config, stage, prior, angle)
+            if i == 0 and "global_orient" in stage.params:
+                params, l, c, n = _camera_stage_with_flip(problem, params, data, stage, config, layout, usable[idx])
+            else:
+                l, c, n = run(problem, params, data, stage, config)
+            total_iters += n
+        with torch.no_grad():
+            final = _Problem(model, layout, config, config.stages[-1], prior, angle)
+            loss[idx] = final(params, data)
+        converged[idx] = c
+        iterations[idx] = total_iters
+        for k in params_all:
+            params_all[k][idx] = params[k].detach()
+
+    pose = torch.cat([params_all["global_orient"][:, None], params_all["body_pose"].reshape(P, 23, 3)], 1)
+    with torch.no_grad():
+        out = model(pose, params_all["betas"], params_all["transl"], layout=layout)
+        dist = (project(out.keypoints, K) - xy).norm(dim=-1)
+        reproj = (dist * vis).sum(1) / vis.sum(1).clamp(min=1)
+    reproj = torch.where(fitted, reproj, torch.full_like(reproj, float("nan")))
+    return FitOutput(pose.detach(), params_all["betas"].detach(), params_all["transl"].detach(), loss, reproj,
+                     converged, fitted, iterations)
+
+
+def _camera_stage_with_flip(problem, params, data, stage, config, layout, usable):
+    """First stage; people whose shoulders are too close in 2D to tell front from back are
+    also tried turned by 180 degrees about their vertical axis, keeping the lower loss."""
+    run = _run_adam if config.optimizer == "adam" else _run_lbfgs
+    ls, rs, lh, rh = _point_indices(layout, TORSO)
+    xy = data["xy"]
+    width = (xy[:, ls] - xy[:, rs]).norm(dim=-1)
+    height = 0.5 * ((xy[:, ls] - xy[:, lh]).norm(dim=-1) + (xy[:, rs] - xy[:, rh]).norm(dim=-1))
+    ambiguous = usable[:, ls] & usable[:, rs] & usable[:, lh] & usable[:, rh] & (width < config.flip_threshold * height)
+    amb = torch.nonzero(ambiguous).flatten()
+    if amb.numel() == 0:
+        l, c, n = run(problem, params, data, stage, config)
+        return params, l, c, n
+    turned = {k: v[amb].clone() for k, v in params.items()}
+    half_turn = torch.tensor([0.0, math.pi, 0.0], dtype=xy.dtype, device=xy.device).expand(amb.numel(), 3)
+    turned["global_orient"] = roma.rotvec_composition([turned["global_orient"], half_turn])
+    both = {k: torch.cat([params[k], turned[k]]) for k in params}
+    both_data = {k: torch.cat([v, v[amb]]) for k, v in data.items()}
+    l, c, n = run(problem, both, both_data, stage, config)
+    P = params["transl"].shape[0]
+    better = l[P:] < l[amb]
+    chosen = amb[better]
+    out = {k: v[:P].clone() for k, v in both.items()}
+    for k in out:
+        out[k][chosen] = both[k][P:][better]
+    l_out, c_out, n_out = l[:P].clone(), c[:P].clone(), n[:P].clone()
+    l_out[chosen], c_out[chosen] = l[P:][better], c[P:][better]
+    n_out[amb] += n[P:]
+    return out, l_out, c_out, n_out

@@ -1,0 +1,298 @@
+"""mmpose results in and out of fitlib: parsing every structure mmpose produces, and running a
+local mmpose model (optional extra ``fitlib[mmpose]``; parsing needs no mmpose).
+
+Accepted by :func:`keypoints_from_mmpose`:
+
+* ``MMPoseInferencer`` result dicts: ``{"predictions": [[person, ...] per image], ...}``;
+* lists of per-person dicts (``mmpose.structures.split_instances``, the files the inferencer
+  writes with ``pred_out_dir``): ``{"keypoints": [[x, y]] * K, "keypoint_scores": [K],
+  "bbox": [[x1, y1, x2, y2]] or [x1, y1, x2, y2], "bbox_score": s}``;
+* ``PoseDataSample`` objects (or lists of them, e.g. from ``inference_topdown``), or their
+  ``pred_instances``: ``keypoints (N, K, 2)``, ``keypoint_scores (N, K)``, ``bboxes (N, 4)``
+  xyxy, ``bbox_scores (N,)``;
+* the JSON the demo scripts save (``topdown_demo_with_mmdet.py --save-predictions``):
+  ``{"meta_info": dataset_meta, "instance_info": [person, ...] or [{"frame_id", "instances"}]}``
+  (json_tricks ``__ndarray__`` encodings decoded), or a path to any of these JSON files.
+
+Layouts: the model's ``keypoint_id2name`` (from ``meta_info`` / ``dataset_meta``) when present,
+else the keypoint count: 17 = COCO, 133 = COCO-WholeBody, 26 / 136 = Halpe. Their body parts map
+to ``"coco17"`` or, when the model has feet, ``"coco17_feet"``.
+
+Scores: mmpose keypoint scores are not probabilities (RTMPose's SimCC score is the smaller of
+the x and y peak values of un-normalised 1-D classification outputs, typically about 0-1.2;
+heatmap heads give heatmap peak values). fitlib clips them to [0, 1]: monotone, keeps mmpose's
+usual thresholds (0.3 for visualisation) meaningful, and saturates only the already-confident
+values above 1. Box scores are clipped likewise (1 if absent).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .detect import COCO17_NAMES, FEET_NAMES, Keypoints
+
+# Index layouts by keypoint count, used when no keypoint names are available.
+_BY_COUNT: dict[int, tuple[int, ...]] = {
+    17: tuple(range(17)),
+    133: tuple(range(23)),                        # COCO-WholeBody: body, then feet in fitlib's order
+    26: tuple(range(17)) + (20, 22, 24, 21, 23, 25),   # Halpe: big toes, small toes, heels (L, R)
+    136: tuple(range(17)) + (20, 22, 24, 21, 23, 25),  # Halpe-136 starts with Halpe-26
+}
+
+
+def keypoints_from_mmpose(obj: Any, *, frame: int | None = None, layout: str | None = None,
+                          meta: dict | None = None, image_size: tuple[int, int] | None = None) -> Keypoints:
+    """Convert an mmpose result (see the module doc for the accepted structures) to :class:`Keypoints`.
+
+    Args:
+        obj: the mmpose result, or a path to a JSON file holding one.
+        frame: which image / video frame to take when ``obj`` holds several (required then).
+        layout: ``"coco17"`` or ``"coco17_feet"``; default: ``"coco17_feet"`` if the model has
+            feet, else ``"coco17"``.
+        meta: the model's ``dataset_meta`` (for ``keypoint_id2name``) if ``obj`` does not carry it.
+        image_size: ``(height, width)`` to record in the result.
+
+    Returns:
+        :class:`Keypoints` with the people in mmpose's order; boxes from mmpose or, if absent, the
+        keypoints' extent.
+
+    Raises:
+        ValueError: unrecognised structure, inconsistent shapes, a keypoint layout without the
+            COCO body joints, ``"coco17_feet"`` asked of a model without feet, or an ambiguous frame.
+    """
+    if isinstance(obj, (str, os.PathLike)):
+        path = Path(obj)
+        try:
+            obj = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"cannot read mmpose JSON file {path}: {err}") from err
+    obj = _decode_json_tricks(obj)
+    if isinstance(obj, dict) and "meta_info" in obj:
+        meta = meta or obj["meta_info"]
+    people, found_meta, size = _instances(obj, frame)
+    meta = meta or found_meta
+    image_size = image_size or size
+    kps, kscores, boxes, bscores = people
+    index, native = _layout_index(kps.shape[1], meta)
+    layout = layout or native
+    if layout not in ("coco17", "coco17_feet"):
+        raise ValueError(f"mmpose keypoints can be converted to 'coco17' or 'coco17_feet', not {layout!r}")
+    if layout == "coco17_feet" and native != "coco17_feet":
+        raise ValueError("layout 'coco17_feet' asked but the mmpose model has no foot keypoints")
+    index = index[:17] if layout == "coco17" else index
+    conf = np.clip(np.nan_to_num(kscores[:, index], nan=0.0), 0.0, 1.0)
+    out = np.concatenate([kps[:, index], conf[..., None]], axis=-1)
+    if boxes is None:
+        boxes = np.concatenate([kps.min(1), kps.max(1)], axis=1) if len(kps) else np.zeros((0, 4))
+    scores = np.ones(len(kps)) if bscores is None else np.clip(bscores, 0.0, 1.0)
+    return Keypoints(out, boxes, scores, layout, image_size)
+
+
+def _decode_json_tricks(obj: Any) -> Any:
+    """Undo json_tricks' numpy encodings ({"__ndarray__": ..., "dtype": ..., "shape": ...})."""
+    if isinstance(obj, dict):
+        if "__ndarray__" in obj:
+            data, dtype = obj["__ndarray__"], obj.get("dtype", "float64")
+            if isinstance(data, str):  # compact form: "b64:<base64 of the raw buffer>"
+                arr = np.frombuffer(base64.b64decode(data.split(":", 1)[-1]), dtype=dtype)
+            else:
+                arr = np.asarray(data, dtype=dtype)
+            return arr.reshape(obj.get("shape", arr.shape))
+        return {k: _decode_json_tricks(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_decode_json_tricks(v) for v in obj]
+    return obj
+
+
+def _pick(frames: list, frame: int | None, what: str):
+    if frame is None:
+        if len(frames) != 1:
+            raise ValueError(f"the mmpose result holds {len(frames)} {what}; pass frame=<index>")
+        return frames[0]
+    if not -len(frames) <= frame < len(frames):
+        raise ValueError(f"frame {frame} out of range: the mmpose result holds {len(frames)} {what}")
+    return frames[frame]
+
+
+def _is_person(d: Any) -> bool:
+    return isinstance(d, dict) and "keypoints" in d
+
+
+def _instances(obj: Any, frame: int | None):
+    """Return ((keypoints (N,K,2), scores (N,K), boxes (N,4) or None, box scores (N,) or None),
+    dataset_meta or None, image size or None) for one image."""
+    meta, size = None, None
+    if hasattr(obj, "pred_instances"):  # PoseDataSample
+        meta = getattr(obj, "metainfo", {}) or {}
+        size = meta.get("ori_shape")
+        meta = meta if "keypoint_id2name" in meta else None
+        obj = obj.pred_instances
+    elif isinstance(obj, (list, tuple)) and obj and all(hasattr(o, "pred_instances") for o in obj):
+        return _instances(_merge_samples(obj), frame)
+    if isinstance(obj, dict) and "predictions" in obj:  # MMPoseInferencer result
+        obj = obj["predictions"]
+        if isinstance(obj, list) and obj and not _is_person(obj[0]):
+            obj = _pick(obj, frame, "images")
+    if isinstance(obj, dict) and "instance_info" in obj:  # demo-script JSON
+        obj = obj["instance_info"]
+    if isinstance(obj, list) and obj and isinstance(obj[0], dict) and "instances" in obj[0]:  # video frames
+        obj = _pick(obj, frame, "frames")["instances"]
+    if isinstance(obj, dict) and "instances" in obj:
+        obj = obj["instances"]
+    if isinstance(obj, (list, tuple)) and all(_is_person(d) for d in obj):
+        return _from_person_dicts(list(obj)), meta, size
+    if hasattr(obj, "keypoints") and hasattr(obj, "keypoint_scores") or (
+            isinstance(obj, dict) and "keypoints" in obj and "keypoint_scores" in obj):
+        return _from_arrays(obj), meta, size
+    raise ValueError(
+        "unrecognised mmpose result: expected an MMPoseInferencer result dict, a list of per-person "
+        "dicts with 'keypoints' and 'keypoint_scores', a PoseDataSample / pred_instances, or a "
+        f"demo-script JSON with 'instance_info'; got {type(obj).__name__}")
+
+
+def _merge_samples(samples: list) -> Any:
+    """Concatenate the pred_instances of per-box PoseDataSamples (what inference_topdown returns)."""
+    fields = {}
+    for name in ("keypoints", "keypoint_scores", "bboxes", "bbox_scores"):
+        parts = [_np(getattr(s.pred_instances, name)) for s in samples if hasattr(s.pred_instances, name)]
+        if len(parts) == len(samples):
+            fields[name] = np.concatenate(parts)
+
+    class _Merged:  # noqa: D401 - a minimal PoseDataSample stand-in
+        pred_instances = type("I", (), fields)()
+        metainfo = getattr(samples[0], "metainfo", {})
+    return _Merged()
+
+
+def _np(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch tensor
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, np.float64)
+
+
+def _from_arrays(inst: Any):
+    get = (lambda k: inst.get(k)) if isinstance(inst, dict) else (lambda k: getattr(inst, k, None))
+    kps, sc = _np(get("keypoints")), _np(get("keypoint_scores"))
+    if kps.ndim == 2:
+        kps, sc = kps[None], sc.reshape(1, -1)
+    boxes, bscores = get("bboxes"), get("bbox_scores")
+    boxes = None if boxes is None else _np(boxes).reshape(-1, 4)
+    bscores = None if bscores is None else _np(bscores).reshape(-1)
+    return _check(kps, sc, boxes, bscores)
+
+
+def _from_person_dicts(people: list[dict]):
+    if not people:
+        return _check(np.zeros((0, 17, 2)), np.zeros((0, 17)), None, None)
+    kps = np.stack([_np(p["keypoints"]) for p in people])
+    if "keypoint_scores" not in people[0]:
+        raise ValueError("mmpose per-person dicts need 'keypoint_scores'")
+    sc = np.stack([_np(p["keypoint_scores"]).reshape(-1) for p in people])
+    boxes = np.stack([_np(p["bbox"]).reshape(-1)[:4] for p in people]) if all("bbox" in p for p in people) else None
+    bscores = (np.array([_np(p["bbox_score"]).reshape(-1)[0] for p in people])
+               if all("bbox_score" in p for p in people) else None)
+    return _check(kps, sc, boxes, bscores)
+
+
+def _check(kps, sc, boxes, bscores):
+    n = len(kps)
+    if kps.ndim != 3 or kps.shape[2] < 2 or sc.shape != kps.shape[:2]:
+        raise ValueError(f"mmpose keypoints (N, K, 2) and keypoint_scores (N, K) disagree: {kps.shape} vs {sc.shape}")
+    if boxes is not None and boxes.shape != (n, 4):
+        raise ValueError(f"mmpose bboxes must be (N, 4) xyxy for {n} people, got {boxes.shape}")
+    if bscores is not None and bscores.shape != (n,):
+        raise ValueError(f"mmpose bbox_scores must be (N,) for {n} people, got {bscores.shape}")
+    return kps[..., :2], sc, boxes, bscores
+
+
+def _layout_index(k: int, meta: dict | None) -> tuple[tuple[int, ...], str]:
+    """Indices of fitlib's COCO-17 (+ feet) joints in a K-keypoint mmpose layout, and the native
+    fitlib layout name ("coco17" or "coco17_feet")."""
+    id2name = (meta or {}).get("keypoint_id2name")
+    if id2name:
+        name2id = {str(v): int(i) for i, v in id2name.items()}
+        missing = [n for n in COCO17_NAMES if n not in name2id]
+        if missing:
+            raise ValueError(f"the mmpose model's keypoints lack COCO body joints {missing}; "
+                             "fitlib needs a body model (COCO, COCO-WholeBody, Halpe...)")
+        index = tuple(name2id[n] for n in COCO17_NAMES)
+        if all(n in name2id for n in FEET_NAMES):
+            return index + tuple(name2id[n] for n in FEET_NAMES), "coco17_feet"
+        return index, "coco17"
+    if k not in _BY_COUNT:
+        raise ValueError(f"cannot tell the layout of {k} mmpose keypoints without the model's "
+                         "keypoint_id2name; known counts: 17 (COCO), 133 (COCO-WholeBody), 26/136 (Halpe)")
+    index = _BY_COUNT[k]
+    return index, "coco17" if len(index) == 17 else "coco17_feet"
+
+
+def run_mmpose(image: np.ndarray, config: str | os.PathLike, checkpoint: str | os.PathLike, *,
+               bboxes: np.ndarray | None = None, device: str = "cpu", layout: str | None = None,
+               **detector_kwargs) -> Keypoints:
+    """Run a local top-down mmpose model on the people of an RGB image.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB.
+        config, checkpoint: local mmpose config file and checkpoint (no download).
+        bboxes: ``(N, 4)`` xyxy person boxes in pixels (passed to ``inference_topdown``; note that
+            ``MMPoseInferencer`` would ignore them). Default: the boxes of fitlib's bundled detector,
+            to which ``detector_kwargs`` go.
+        device: torch device string.
+        layout: as in :func:`keypoints_from_mmpose`.
+
+    Raises:
+        ImportError: mmpose is not installed (``pip install fitlib[mmpose]``).
+    """
+    try:
+        from mmpose.apis import inference_topdown, init_model
+    except ImportError as err:
+        raise ImportError(
+            "the mmpose backend needs mmpose: pip install 'fitlib[mmpose]' (see the README for "
+            f"installing mmcv); import failed with: {err}") from err
+    for name, path in (("config", config), ("checkpoint", checkpoint)):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"mmpose {name} not found: {path}")
+    model = _init_model(init_model, str(config), str(checkpoint), device)
+    if bboxes is None:
+        from .detect import _detect_blazepose
+        found = _detect_blazepose(image, "coco17", **detector_kwargs)
+        bboxes, bscores = found.boxes, found.scores
+    else:
+        bboxes = np.asarray(bboxes, np.float64).reshape(-1, 4)
+        bscores = np.ones(len(bboxes))
+    h, w = image.shape[:2]
+    if len(bboxes) == 0:
+        return Keypoints(np.zeros((0, 17 if layout != "coco17_feet" else 23, 3)), np.zeros((0, 4)),
+                         np.zeros(0), layout or "coco17", (h, w))
+    samples = inference_topdown(model, np.ascontiguousarray(image[:, :, ::-1]), bboxes, bbox_format="xyxy")
+    # one sample per box, in the boxes' order; score people by the detector's scores
+    kps = keypoints_from_mmpose(samples, layout=layout, meta=model.dataset_meta)
+    order = np.argsort(-bscores, kind="stable")
+    return Keypoints(kps.keypoints[order], bboxes[order], np.clip(bscores[order], 0, 1), kps.layout, (h, w))
+
+
+def _init_model(init_model, config: str, checkpoint: str, device: str):
+    """mmpose's init_model, working around torch>=2.6 refusing (weights_only) the numpy objects
+    that mmengine checkpoints keep in their meta."""
+    try:
+        return init_model(config, checkpoint, device=device)
+    except Exception as err:  # noqa: BLE001 - re-raised below unless it is the weights_only refusal
+        if "weights_only" not in str(err):
+            raise
+    import torch
+    original = torch.load
+
+    def load(*args, **kwargs):
+        kwargs["weights_only"] = False  # the user's own local checkpoint: trusted
+        return original(*args, **kwargs)
+
+    torch.load = load
+    try:
+        return init_model(config, checkpoint, device=device)
+    finally:
+        torch.load = original

@@ -1,0 +1,147 @@
+import importlib.util
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from fitlib.detect import COCO17_NAMES, FEET_NAMES, detect
+from fitlib.mmpose_io import keypoints_from_mmpose, run_mmpose
+
+DATA = Path(__file__).parent / "data"
+HAS_MMPOSE = importlib.util.find_spec("mmpose") is not None
+
+
+@pytest.fixture(scope="module")
+def real():
+    """Keypoints detected on a real photo (2 people): the data the mmpose structures carry."""
+    k = detect(DATA / "basketball1.png")
+    assert len(k) == 2
+    return k
+
+
+def _persons(k, tuple_bbox=True):
+    """split_instances-style per-person dicts (bbox as mmpose writes it: a 1-tuple of a list)."""
+    return [dict(keypoints=k.keypoints[i, :, :2].tolist(), keypoint_scores=k.keypoints[i, :, 2].tolist(),
+                 bbox=(k.boxes[i].tolist(),) if tuple_bbox else k.boxes[i].tolist(),
+                 bbox_score=float(k.scores[i])) for i in range(len(k))]
+
+
+def _same(a, b):
+    assert a.layout == b.layout and len(a) == len(b)
+    assert np.allclose(a.keypoints, b.keypoints) and np.allclose(a.boxes, b.boxes) and np.allclose(a.scores, b.scores)
+
+
+def _coco_meta():  # dataset_meta as json_tricks writes it (numpy arrays encoded)
+    return {"dataset_name": "coco", "num_keypoints": 17,
+            "keypoint_id2name": {str(i): n for i, n in enumerate(COCO17_NAMES)},
+            "sigmas": {"__ndarray__": [0.026] * 17, "dtype": "float32", "shape": [17]}}
+
+
+def test_inferencer_result_dict(real):
+    result = {"visualization": [], "predictions": [_persons(real)]}
+    _same(keypoints_from_mmpose(result), real)
+    two_images = {"predictions": [_persons(real), _persons(real.select(1))]}
+    with pytest.raises(ValueError, match="frame"):
+        keypoints_from_mmpose(two_images)
+    _same(keypoints_from_mmpose(two_images, frame=1), real.select(1))
+
+
+def test_person_dict_list_and_pred_out_dir_file(real, tmp_path):
+    _same(keypoints_from_mmpose(_persons(real, tuple_bbox=False)), real)
+    path = tmp_path / "basketball1.json"
+    path.write_text(json.dumps(_persons(real), indent="  "))
+    _same(keypoints_from_mmpose(path), real)
+    _same(keypoints_from_mmpose(str(path)), real)
+
+
+def test_demo_script_json_image_and_video(real, tmp_path):
+    path = tmp_path / "results_basketball1.json"
+    path.write_text(json.dumps({"meta_info": _coco_meta(), "instance_info": _persons(real)}, indent="\t"))
+    _same(keypoints_from_mmpose(path), real)
+    video = {"meta_info": _coco_meta(), "instance_info": [
+        {"frame_id": 1, "instances": _persons(real)}, {"frame_id": 2, "instances": []}]}
+    path.write_text(json.dumps(video))
+    with pytest.raises(ValueError, match="2 frames"):
+        keypoints_from_mmpose(path)
+    _same(keypoints_from_mmpose(path, frame=0), real)
+    empty = keypoints_from_mmpose(path, frame=1)
+    assert len(empty) == 0 and empty.keypoints.shape == (0, 17, 3)
+
+
+def test_pose_data_sample_and_inference_topdown_list(real):
+    inst = SimpleNamespace(keypoints=real.keypoints[..., :2], keypoint_scores=real.keypoints[..., 2],
+                           bboxes=real.boxes, bbox_scores=real.scores)
+    sample = SimpleNamespace(pred_instances=inst, metainfo={"ori_shape": (480, 640)})
+    out = keypoints_from_mmpose(sample)
+    _same(out, real)
+    assert out.image_size == (480, 640)
+    _same(keypoints_from_mmpose(inst), real)
+    # inference_topdown: one sample per box, possibly holding torch tensors
+    per_box = [SimpleNamespace(pred_instances=SimpleNamespace(
+        keypoints=torch.tensor(real.keypoints[i:i + 1, :, :2]), keypoint_scores=torch.tensor(real.keypoints[i:i + 1, :, 2]),
+        bboxes=real.boxes[i:i + 1], bbox_scores=real.scores[i:i + 1])) for i in range(2)]
+    _same(keypoints_from_mmpose(per_box), real)
+
+
+def test_rtmpose_scores_are_clipped_to_unit_interval(real):
+    people = _persons(real)
+    people[0]["keypoint_scores"] = [1.17, -0.2] + [0.4] * 15
+    out = keypoints_from_mmpose(people)
+    assert np.allclose(out.keypoints[0, :3, 2], [1.0, 0.0, 0.4])
+
+
+def _wholebody(real, k=133):
+    rng = np.random.default_rng(0)
+    kps = rng.uniform(0, 400, (len(real), k, 2))
+    scores = rng.uniform(0, 1, (len(real), k))
+    kps[:, :17], scores[:, :17] = real.keypoints[..., :2], real.keypoints[..., 2]
+    return kps, scores
+
+
+def test_wholebody_by_count_and_by_names(real):
+    kps, scores = _wholebody(real)
+    out = keypoints_from_mmpose({"keypoints": kps, "keypoint_scores": scores})
+    assert out.layout == "coco17_feet" and out.keypoints.shape == (2, 23, 3)
+    assert np.allclose(out.keypoints[..., :2], kps[:, :23]) and np.allclose(out.keypoints[:, :17], real.keypoints)
+    assert keypoints_from_mmpose({"keypoints": kps, "keypoint_scores": scores}, layout="coco17").layout == "coco17"
+    # the same model with its metadata, in a shuffled order: mapped by name
+    perm = np.random.default_rng(1).permutation(133)
+    names = list(COCO17_NAMES) + list(FEET_NAMES) + [f"face-{i}" for i in range(110)]
+    meta = {"keypoint_id2name": {int(j): names[i] for j, i in enumerate(perm)}}
+    shuffled = {"keypoints": kps[:, perm], "keypoint_scores": scores[:, perm]}
+    assert np.allclose(keypoints_from_mmpose(shuffled, meta=meta).keypoints, out.keypoints)
+
+
+def test_halpe26_feet_reordered(real):
+    kps, scores = _wholebody(real, 26)
+    out = keypoints_from_mmpose({"keypoints": kps, "keypoint_scores": scores})
+    assert out.layout == "coco17_feet"
+    # Halpe: 20 L big toe, 21 R big toe, 22 L small toe, 23 R small toe, 24 L heel, 25 R heel
+    assert np.allclose(out.keypoints[:, 17:, :2], kps[:, [20, 22, 24, 21, 23, 25]])
+
+
+def test_bad_inputs_raise(real, tmp_path):
+    with pytest.raises(ValueError, match="21 mmpose keypoints"):  # a hand model
+        keypoints_from_mmpose({"keypoints": np.zeros((1, 21, 2)), "keypoint_scores": np.zeros((1, 21))})
+    hand_meta = {"keypoint_id2name": {i: f"thumb{i}" for i in range(17)}}
+    with pytest.raises(ValueError, match="COCO body joints"):
+        keypoints_from_mmpose(_persons(real), meta=hand_meta)
+    with pytest.raises(ValueError, match="no foot"):
+        keypoints_from_mmpose(_persons(real), layout="coco17_feet")
+    with pytest.raises(ValueError, match="disagree"):
+        keypoints_from_mmpose({"keypoints": np.zeros((2, 17, 2)), "keypoint_scores": np.zeros((2, 16))})
+    with pytest.raises(ValueError, match="unrecognised"):
+        keypoints_from_mmpose({"people": []})
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="cannot read"):
+        keypoints_from_mmpose(bad)
+
+
+@pytest.mark.skipif(HAS_MMPOSE, reason="mmpose installed")
+def test_run_mmpose_without_mmpose_says_how_to_install():
+    with pytest.raises(ImportError, match="fitlib\\[mmpose\\]"):
+        run_mmpose(np.zeros((8, 8, 3), np.uint8), "cfg.py", "ckpt.pth")
