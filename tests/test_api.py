@@ -1,0 +1,47 @@
+"""fitlib.fit on a real photograph: detection, mmpose-format input, init, the CLI."""
+import json
+
+import numpy as np
+import pytest
+
+import fitlib
+from fitlib.cli import main
+from fitlib.result import FitResult
+
+
+def test_fit_detects_and_fits_real_photo(data_dir):
+    res = fitlib.fit(data_dir / "messi5.jpg")
+    assert len(res) == 1 and res.fitted.all()
+    h, w = res.image_size
+    assert float(res.reprojection_error[0]) < 0.03 * max(h, w)
+    assert res.transl[0, 2] > 0.5  # in front of the camera
+
+
+def test_mmpose_dicts_and_init(data_dir):
+    det = fitlib.detect(data_dir / "messi5.jpg")
+    mm = [{"keypoints": det.keypoints[0, :, :2].tolist(), "keypoint_scores": det.keypoints[0, :, 2].tolist(),
+           "bbox": [det.boxes[0].tolist()], "bbox_score": 1.0}]
+    a = fitlib.fit(data_dir / "messi5.jpg", mm)
+    b = fitlib.fit(data_dir / "messi5.jpg", det.keypoints)
+    np.testing.assert_allclose(a.pose, b.pose, atol=1e-5)
+    again = fitlib.fit(data_dir / "messi5.jpg", det.keypoints, init=a)
+    assert float(again.reprojection_error[0]) <= float(a.reprojection_error[0]) + 0.5
+
+
+def test_nobody_and_bad_input(data_dir):
+    empty = fitlib.fit(np.zeros((64, 64, 3), np.uint8), np.zeros((0, 17, 3)))
+    assert len(empty) == 0
+    with pytest.raises(ValueError, match="shape"):
+        fitlib.fit(np.zeros((64, 64, 3), np.uint8), np.zeros((1, 5, 3)))
+
+
+def test_cli_round_trip(data_dir, tmp_path):
+    det = fitlib.detect(data_dir / "messi5.jpg")
+    kp_file = tmp_path / "kp.json"
+    kp_file.write_text(json.dumps([{"keypoints": det.keypoints[0, :, :2].tolist(),
+                                    "keypoint_scores": det.keypoints[0, :, 2].tolist()}]))
+    assert main(["fit", str(data_dir / "messi5.jpg"), "--keypoints", str(kp_file), "--out", str(tmp_path)]) == 0
+    res = FitResult.load(tmp_path / "messi5.json")
+    assert (tmp_path / "messi5_overlay.png").stat().st_size > 1000
+    direct = fitlib.fit(data_dir / "messi5.jpg", det.keypoints)
+    np.testing.assert_allclose(res.pose, direct.pose, atol=1e-5)
