@@ -310,9 +310,10 @@ def load_body_model(model: str | Path = "open", gender: str = "neutral", device:
     if gender.lower() not in ("neutral", "male", "female"):
         raise ValueError(f"gender must be 'neutral', 'male' or 'female', got {gender!r}")
     path, name = _model_path(model, gender.lower())
-    return _load_cached(str(path), name, str(torch.device(device or "cpu")), dtype)
+    return BodyModel(_read_cached(str(path), path.stat().st_mtime_ns), name=name, dtype=dtype).to(device or "cpu")
 
 
-@lru_cache(maxsize=8)
-def _load_cached(path: str, name: str, device: str, dtype: torch.dtype) -> BodyModel:
-    return BodyModel(read_model_file(path), name=name, dtype=dtype).to(device)
+@lru_cache(maxsize=4)
+def _read_cached(path: str, mtime_ns: int) -> dict:
+    """Parsed model files, shared (read-only) between the BodyModels built from them."""
+    return read_model_file(path)

@@ -42,7 +42,10 @@ _LIMBS = [("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"), ("right
           ("left_wrist", "left_index"), ("left_wrist", "left_thumb"), ("right_wrist", "right_pinky"),
           ("right_wrist", "right_index"), ("right_wrist", "right_thumb"), ("left_ankle", "left_foot_index"),
           ("right_ankle", "right_foot_index"), ("left_heel", "left_foot_index"),
-          ("right_heel", "right_foot_index"), ("mouth_left", "mouth_right")]
+          ("right_heel", "right_foot_index"), ("mouth_left", "mouth_right"),
+          ("left_eye_inner", "left_eye"), ("left_eye", "left_eye_outer"), ("left_eye_outer", "left_ear"),
+          ("right_eye_inner", "right_eye"), ("right_eye", "right_eye_outer"), ("right_eye_outer", "right_ear"),
+          ("nose", "left_eye_inner"), ("nose", "right_eye_inner"), ("nose", "mouth_left"), ("nose", "mouth_right")]
 
 DERIVED_POINTS: dict[str, tuple[str, ...]] = {
     "neck": ("left_shoulder", "right_shoulder"),
@@ -52,7 +55,7 @@ DERIVED_POINTS: dict[str, tuple[str, ...]] = {
 
 
 def _mirror(name: str) -> str:
-    for a, b in (("left_", "right_"), ("right_", "left_")):
+    for a, b in (("left", "right"), ("right", "left")):
         if a in name:
             return name.replace(a, b)
     return name

@@ -201,14 +201,13 @@ def train(amass_files: list[str] | None = None, gmm_joints: tuple[str, ...] = mo
     feats = poses @ a.T
     pis, means, covs = fit_gmm(feats[:, :d], weights, k=k, seed=seed)
 
-    # joint ranges: observed range + margin for modelled joints, anatomical for the others
-    ranges = np.empty((23, 3, 2))
+    # joint ranges: the observed range plus a margin, widened to the anatomical range of joints the
+    # mixture does not model (some sources leave them at rest)
+    ranges = np.stack([poses.min(0) - RANGE_MARGIN, poses.max(0) + RANGE_MARGIN], -1).reshape(23, 3, 2)
     for i, j in enumerate(BODY_JOINTS):
-        if j in gmm_joints:
-            x = poses[:, 3 * i:3 * i + 3]
-            ranges[i] = np.stack([x.min(0) - RANGE_MARGIN, x.max(0) + RANGE_MARGIN], -1)
-        else:
-            ranges[i] = _anatomical_range(j)
+        if j not in gmm_joints:
+            anat = _anatomical_range(j)
+            ranges[i] = np.stack([np.minimum(ranges[i, :, 0], anat[:, 0]), np.maximum(ranges[i, :, 1], anat[:, 1])], -1)
     ranges = ranges.reshape(69, 2)
     # widths of the independent Gaussian features
     rest_std = []
@@ -216,8 +215,8 @@ def train(amass_files: list[str] | None = None, gmm_joints: tuple[str, ...] = mo
         (idx,) = np.nonzero(r)
         if len(idx) == 2:  # spine difference
             rest_std.append(SPINE_DIFF_STD)
-        else:
-            lo, hi = ranges[idx[0]]
+        else:  # an unmodelled joint: its anatomical range spans about +-2 std
+            lo, hi = _anatomical_range(BODY_JOINTS[idx[0] // 3])[idx[0] % 3]
             rest_std.append((hi - lo) / 4.0)
     prec_chol = np.linalg.cholesky(np.linalg.inv(covs))  # precision = L L^T
     log_norm = np.log(pis) + np.log(np.diagonal(prec_chol, axis1=1, axis2=2)).sum(-1) - 0.5 * d * np.log(2 * np.pi)
