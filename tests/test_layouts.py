@@ -36,14 +36,7 @@ def test_known_layouts():
     assert LAYOUTS["mediapipe33"].index("left_wrist") == 15 and LAYOUTS["mediapipe33"].index("right_foot_index") == 32
 
 
-_MEDIAPIPE_MOUTH_BUG = pytest.mark.xfail(
-    strict=True, reason="layouts._mirror only swaps 'left_'/'right_' prefixes: mouth_left/mouth_right are not paired")
-_MEDIAPIPE_EYES_BUG = pytest.mark.xfail(
-    strict=True, reason="layouts._LIMBS has no edge to MediaPipe's inner/outer eye points")
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_MEDIAPIPE_MOUTH_BUG) if n == "mediapipe33" else n
-                                  for n in sorted(LAYOUTS)])
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
 def test_flip_pairs_are_mirrors(name):
     layout = LAYOUTS[name]
     flip = np.array(layout.flip_index)
@@ -61,8 +54,7 @@ def test_flip_pairs_are_mirrors(name):
         assert i < j and ("left" in layout.names[i]) != ("left" in layout.names[j])
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_MEDIAPIPE_EYES_BUG) if n == "mediapipe33" else n
-                                  for n in sorted(LAYOUTS)])
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
 def test_edges_are_valid_and_flip_symmetric(name):
     layout = LAYOUTS[name]
     assert len(layout.edges) >= len(layout) - 1  # every point drawn (a tree at least)
