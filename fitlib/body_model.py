@@ -79,6 +79,10 @@ class _KeypointMap:
     vertex_ids: torch.Tensor  # [U]
     vertex_weights: torch.Tensor  # [K, U]
     mask: torch.Tensor  # [K] bool
+    template: torch.Tensor  # [U, 3] rows of v_template the keypoints need
+    shapedirs: torch.Tensor  # [U, 3, 10]
+    posedirs: torch.Tensor  # [207, U * 3]
+    skin_weights: torch.Tensor  # [U, 24]
 
 
 def _kinematic_levels(parents: tuple[int, ...]) -> list[list[int]]:
@@ -118,7 +122,7 @@ class BodyModel(torch.nn.Module):
         order = [j for lvl in self._levels for j in lvl]
         self.register_buffer("_unlevel", torch.argsort(torch.tensor(order)), persistent=False)
         self._points = self._point_definitions(data)
-        self._maps: dict[str, _KeypointMap] = {}
+        self._maps: dict[tuple, _KeypointMap] = {}
 
     # ----------------------------------------------------------------- points
     def _point_definitions(self, data: dict) -> dict[str, dict[int, float]]:
@@ -127,6 +131,8 @@ class BodyModel(torch.nn.Module):
         for name, joint in SMPL_JOINT_POINTS.items():
             points[name] = {SMPL_JOINT_NAMES.index(joint): 1.0}
         regressor = data.get("keypoint_regressor")
+        if isinstance(regressor, np.ndarray) and regressor.dtype == object:  # as stored in an .npz
+            regressor = regressor.item()
         if regressor is not None:
             ids, weights = np.asarray(regressor["vertex_ids"]), np.asarray(regressor["weights"])
             for k, name in enumerate(regressor["names"]):
@@ -154,7 +160,8 @@ class BodyModel(torch.nn.Module):
     def keypoint_map(self, layout: str | KeypointLayout) -> _KeypointMap:
         """How this model produces ``layout``: joint weights, the vertices used, and a mask of producible points."""
         layout = get_layout(layout)
-        if layout.name not in self._maps:
+        key = (layout.name, layout.names)
+        if key not in self._maps:
             defs = [self._resolve(n) for n in layout.names]
             vids = sorted({s - 24 for d in defs if d for s in d if s >= 24})
             col = {v: i for i, v in enumerate(vids)}
@@ -168,9 +175,11 @@ class BodyModel(torch.nn.Module):
                         vw[k, col[s - 24]] += w
             mask = torch.tensor([d is not None for d in defs])
             dev = self.joint_template.device
-            self._maps[layout.name] = _KeypointMap(jw.to(dev), torch.tensor(vids, dtype=torch.long, device=dev),
-                                                   vw.to(dev), mask.to(dev))
-        return self._maps[layout.name]
+            ids = torch.tensor(vids, dtype=torch.long, device=dev)
+            pd = self.smpl.posedirs.view(207, -1, 3)[:, ids].reshape(207, -1)
+            self._maps[key] = _KeypointMap(jw.to(dev), ids, vw.to(dev), mask.to(dev), self.smpl.v_template[ids],
+                                           self.smpl.shapedirs[ids], pd, self.smpl.lbs_weights[ids])
+        return self._maps[key]
 
     def _apply(self, fn, recurse=True):
         self._maps = {}
@@ -208,7 +217,7 @@ class BodyModel(torch.nn.Module):
         if transl is not None:
             t = transl[:, None]
             joints = joints + t
-            keypoints = keypoints + t if keypoints is not None else None
+            keypoints = keypoints + t * kmap.mask[:, None].to(t.dtype) if keypoints is not None else None
             verts = verts + t if verts is not None else None
         shape = lambda x: None if x is None else x.reshape(*batch, *x.shape[1:])  # noqa: E731
         return BodyOutput(shape(joints), shape(keypoints), kmap.mask if kmap else None, shape(verts))
@@ -218,14 +227,18 @@ class BodyModel(torch.nn.Module):
             raise TypeError("pose and betas must be torch tensors")
         if pose.shape[-1] == 72:
             pose = pose.reshape(*pose.shape[:-1], 24, 3)
-        if pose.ndim < 3 or pose.shape[-2:] != (24, 3):
+        if pose.ndim < 2 or pose.shape[-2:] != (24, 3):
             raise ValueError(f"pose must have shape [..., 24, 3] or [..., 72], got {tuple(pose.shape)}")
         if betas.ndim < 1 or betas.shape[-1] != NUM_BETAS:
             raise ValueError(f"betas must have shape [..., {NUM_BETAS}], got {tuple(betas.shape)}")
         if transl is not None and (transl.ndim < 1 or transl.shape[-1] != 3):
             raise ValueError(f"transl must have shape [..., 3], got {tuple(transl.shape)}")
-        batch = torch.broadcast_shapes(pose.shape[:-2], betas.shape[:-1],
-                                       transl.shape[:-1] if transl is not None else ())
+        shapes = (pose.shape[:-2], betas.shape[:-1], transl.shape[:-1] if transl is not None else ())
+        try:
+            batch = torch.broadcast_shapes(*shapes)
+        except RuntimeError:
+            raise ValueError(f"batch dims of pose {tuple(shapes[0])}, betas {tuple(shapes[1])} and transl "
+                             f"{tuple(shapes[2])} do not broadcast") from None
         for name, value in (("pose", pose), ("betas", betas), ("transl", transl)):
             if value is not None and not torch.isfinite(value).all():
                 raise ValueError(f"{name} contains NaN or infinite values")
@@ -260,14 +273,11 @@ class BodyModel(torch.nn.Module):
         joints = torch.cat(g_pos, 1)[:, self._unlevel]
         if kmap is None or kmap.vertex_ids.numel() == 0:
             return joints, None
-        ids = kmap.vertex_ids
-        sd = self.smpl.shapedirs[ids]  # [U, 3, 10]
-        v = self.smpl.v_template[ids] + torch.einsum("ucb,nb->nuc", sd, betas)
+        v = kmap.template + torch.einsum("ucb,nb->nuc", kmap.shapedirs, betas)
         feats = (rot[:, 1:] - torch.eye(3, dtype=rot.dtype, device=rot.device)).reshape(B, 207)
-        pd = self.smpl.posedirs.view(207, -1, 3)[:, ids]  # [207, U, 3]
-        v = v + torch.einsum("np,puc->nuc", feats, pd)
+        v = v + (feats @ kmap.posedirs).view(B, -1, 3)
         rel_t = joints - (g_rot @ rest[..., None])[..., 0]  # [B, 24, 3]
-        w = self.smpl.lbs_weights[ids]  # [U, 24]
+        w = kmap.skin_weights  # [U, 24]
         T_rot = torch.einsum("uj,bjcd->bucd", w, g_rot)
         T_t = torch.einsum("uj,bjc->buc", w, rel_t)
         return joints, (T_rot @ v[..., None])[..., 0] + T_t

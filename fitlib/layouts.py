@@ -143,8 +143,9 @@ def conversion_matrix(src: str | KeypointLayout, dst: str | KeypointLayout) -> n
 def convert_keypoints(keypoints: np.ndarray, src: str | KeypointLayout, dst: str | KeypointLayout) -> np.ndarray:
     """Convert keypoints [..., J_src, 3] (x px, y px, confidence) to layout ``dst`` [..., J_dst, 3].
 
-    Points ``dst`` has and ``src`` lacks come out as (nan, nan, 0); a derived
-    point (e.g. BODY_25's neck) gets the lowest confidence of its sources.
+    Points ``dst`` has and ``src`` lacks, and points whose sources are missing
+    (non-finite x/y or confidence 0), come out as (nan, nan, 0); a derived point
+    (e.g. BODY_25's neck) gets the lowest confidence of its sources.
     """
     src_l, dst_l = get_layout(src), get_layout(dst)
     keypoints = np.asarray(keypoints, dtype=np.float64)
@@ -152,10 +153,12 @@ def convert_keypoints(keypoints: np.ndarray, src: str | KeypointLayout, dst: str
         raise ValueError(f"keypoints for layout {src_l.name!r} must have shape [..., {len(src_l)}, 3], "
                          f"got {keypoints.shape}")
     M = conversion_matrix(src_l, dst_l)
-    xy = np.einsum("ds,...sc->...dc", M, np.nan_to_num(keypoints[..., :2]))
+    finite = np.isfinite(keypoints).all(-1)
+    src_conf = np.where(finite, keypoints[..., 2], 0.0)  # a point without finite x, y is missing
+    xy = np.einsum("ds,...sc->...dc", M, np.where(finite[..., None], keypoints[..., :2], 0.0))
     used = M > 0
-    conf = np.where(used, keypoints[..., None, :, 2], np.inf).min(-1)
-    missing = ~used.any(1)
-    conf = np.where(missing, 0.0, conf)
-    xy[..., missing, :] = np.nan
+    conf = np.where(used, src_conf[..., None, :], np.inf).min(-1)
+    conf = np.where(used.any(1), conf, 0.0)
+    missing = conf <= 0
+    xy = np.where(missing[..., None], np.nan, xy)
     return np.concatenate([xy, conf[..., None]], axis=-1)

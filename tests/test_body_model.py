@@ -103,8 +103,6 @@ def test_smpl_vertex_keypoints(smpl_sized_file):
     assert missing == ["mouth_left", "mouth_right"]
 
 
-@pytest.mark.xfail(strict=True, reason="BodyModel.forward adds transl to every keypoint, so points outside "
-                                       "keypoint_mask are transl, not zeros as BodyOutput documents")
 @pytest.mark.parametrize("vertices", [False, True])
 def test_unproducible_points_are_zero(smpl_sized_file, vertices):
     body = load_body_model(smpl_sized_file, dtype=torch.float64)
@@ -180,16 +178,12 @@ def test_non_tensor_inputs():
         body(np.zeros((1, 24, 3)), torch.zeros(10))
 
 
-@pytest.mark.xfail(strict=True, reason="body_model._check_inputs: torch.broadcast_shapes raises RuntimeError, "
-                                       "not a ValueError naming the inputs")
 def test_incompatible_batch_dims_raise_value_error():
     body = load_body_model("open")
     with pytest.raises(ValueError, match="batch"):
         body(torch.zeros(4, 24, 3), torch.zeros(3, 10))
 
 
-@pytest.mark.xfail(strict=True, reason="body_model._check_inputs rejects pose.ndim < 3, although the docstring "
-                                       "promises [..., 24, 3] and [..., 72] (no batch dims)")
 def test_unbatched_pose():
     body = load_body_model("open", dtype=torch.float64)
     pose, betas, _ = _inputs(1, torch.float64, seed=6)

@@ -147,3 +147,17 @@ def test_wrong_shapes_raise(shape):
 def test_unknown_layout_raises():
     with pytest.raises(ValueError, match="unknown keypoint layout"):
         convert_keypoints(np.zeros((17, 3)), "coco17", "openpose")
+
+
+def test_missing_points_stay_missing_through_conversions():
+    kp = np.random.default_rng(0).uniform(10, 100, (2, 17, 3))
+    kp[..., 2] = 0.9
+    kp[0, 5, :2] = np.nan  # left shoulder lost, with a confident score
+    b25 = convert_keypoints(kp, "coco17", "body25")
+    ls, neck = LAYOUTS["body25"].index("left_shoulder"), LAYOUTS["body25"].index("neck")
+    assert np.isnan(b25[0, ls, :2]).all() and b25[0, ls, 2] == 0
+    assert np.isnan(b25[0, neck, :2]).all() and b25[0, neck, 2] == 0  # derived from a missing point
+    assert np.isfinite(b25[1, neck]).all()
+    back = convert_keypoints(b25, "body25", "coco17_feet")
+    feet = [LAYOUTS["coco17_feet"].index(n) for n in ("left_heel", "right_big_toe")]
+    assert np.isnan(back[:, feet, :2]).all() and (back[:, feet, 2] == 0).all()
