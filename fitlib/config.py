@@ -29,6 +29,7 @@ class Stage:
     lr: float
     weights: dict[str, float]
     keypoints: list[str] | None = None  # point names used by the data term (None: all)
+    lr_final_ratio: float = 1.0  # Adam's learning rate decays (cosine) to this fraction of lr by the last iteration
 
 
 @dataclass
@@ -51,6 +52,8 @@ class FitConfig:
     pose_prior: str = "gmm"
     optimizer: str = "adam"
     flip_threshold: float = 0.6
+    camera_headings: list[float] = field(default_factory=lambda: [0.0])
+    pose_starts: int = 0  # without an initial pose, the body stage also starts from this many prior modes
     keypoint_weights: dict[str, float] = field(default_factory=dict)
     convergence: Convergence = field(default_factory=Convergence)
     full_mesh: bool = False  # run the full mesh forward every iteration (reference mode only)

@@ -170,55 +170,75 @@ class _Problem:
 
 def _run_adam(problem: _Problem, params: dict[str, torch.Tensor], data: dict[str, torch.Tensor],
               stage: Stage, config: FitConfig):
-    """Batched Adam with per-person early stop. Updates ``params`` in place; returns (loss, converged, iters)."""
+    """Batched Adam with per-person early stop. Updates ``params`` in place; returns (loss, converged, iters).
+
+    Each person keeps the parameters of the lowest loss it has reached (Adam's steps are
+    about ``lr`` long whatever the gradient, so the last iterate can be worse than an
+    earlier one); a person stops when that best loss improved by less than ``ftol``
+    (relative) over the last ``window`` iterations.
+    """
     P = next(iter(params.values())).shape[0]
     dev, dtype = params["transl"].device, params["transl"].dtype
     loss_out = torch.full((P,), float("nan"), dtype=dtype, device=dev)
     converged = torch.zeros(P, dtype=torch.bool, device=dev)
     iters = torch.zeros(P, dtype=torch.long, device=dev)
     ids = torch.arange(P, device=dev)
-    work = {k: v.clone() for k, v in params.items()}
-    d = dict(data)
     opt = stage.params
+    work = {k: v.clone() for k, v in params.items()}
+    best = {k: work[k].clone() for k in opt}
+    best_loss = torch.full((P,), float("inf"), dtype=dtype, device=dev)
+    d = dict(data)
     m = {k: torch.zeros_like(work[k]) for k in opt}
     v = {k: torch.zeros_like(work[k]) for k in opt}
     b1, b2, eps = 0.9, 0.999, 1e-8
     conv = config.convergence
     hist: list[torch.Tensor] = []
+
+    def write_back(rows: torch.Tensor) -> None:
+        for k in opt:
+            params[k][ids[rows]] = best[k][rows]
+        loss_out[ids[rows]] = best_loss[rows]
+
     for it in range(stage.iterations):
-        leaves = {k: t.requires_grad_(k in opt) if k in opt else t for k, t in work.items()}
+        leaves = {k: (t.requires_grad_(True) if k in opt else t) for k, t in work.items()}
         loss = problem(leaves, d)
         grads = torch.autograd.grad(loss.sum(), [leaves[k] for k in opt])
         with torch.no_grad():
+            loss = loss.detach()
+            improved = loss < best_loss
+            best_loss = torch.where(improved, loss, best_loss)
+            for k in opt:
+                best[k] = torch.where(improved.view(-1, *[1] * (best[k].ndim - 1)), leaves[k].detach(), best[k])
             t = it + 1
+            # cosine decay to lr_final_ratio x lr: late iterations refine instead of jittering by lr
+            frac = it / max(1, stage.iterations - 1)
+            lr = stage.lr * (stage.lr_final_ratio + (1 - stage.lr_final_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+            step = lr * math.sqrt(1 - b2**t) / (1 - b1**t)
             for k, g in zip(opt, grads):
                 m[k].mul_(b1).add_(g, alpha=1 - b1)
                 v[k].mul_(b2).addcmul_(g, g, value=1 - b2)
-                step = stage.lr * math.sqrt(1 - b2**t) / (1 - b1**t)
                 work[k] = leaves[k].detach() - step * m[k] / (v[k].sqrt() + eps)
-        loss = loss.detach()
-        hist.append(loss)
-        loss_out[ids] = loss
+        hist.append(best_loss)
         iters[ids] += 1
         if not conv.enabled or t < max(conv.min_iterations, conv.window + 1):
             continue
         old = hist[-conv.window - 1]
-        done = (old - loss) < conv.ftol * old.abs().clamp(min=1e-12)
+        done = (old - best_loss) <= conv.ftol * old.abs().clamp(min=1e-12)
         if bool(done.any()):
-            for k in params:
-                params[k][ids[done]] = work[k][done]
+            write_back(done)
             converged[ids[done]] = True
             keep = ~done
             if not bool(keep.any()):
                 return loss_out, converged, iters
             ids = ids[keep]
+            best_loss = best_loss[keep]
             work = {k: x[keep] for k, x in work.items()}
+            best = {k: x[keep] for k, x in best.items()}
             d = {k: x[keep] for k, x in d.items()}
             m = {k: x[keep] for k, x in m.items()}
             v = {k: x[keep] for k, x in v.items()}
             hist = [h[keep] for h in hist[-conv.window - 1:]]
-    for k in params:
-        params[k][ids] = work[k].detach()
+    write_back(torch.ones(len(ids), dtype=torch.bool, device=dev))
     return loss_out, converged, iters
 
 
@@ -323,13 +343,20 @@ def fit_keypoints(model: BodyModel, keypoints: torch.Tensor, K: torch.Tensor, la
         prior, angle = _prior_terms(config, dev, dtype)
         run = _run_adam if config.optimizer == "adam" else _run_lbfgs
         total_iters = torch.zeros(idx.numel(), dtype=torch.long, device=dev)
+        body_started = False
         for i, stage in enumerate(config.stages):
             problem = _Problem(model, layout, config, stage, prior, angle)
             if i == 0 and "global_orient" in stage.params:
-                params, l, c, n = _camera_stage_with_flip(problem, params, data, stage, config, layout, usable[idx])
+                owner, starts = _heading_starts(params, data, config, layout, usable[idx], init.get("pose") is None)
+                params, l, c, n = _best_of_starts(problem, params, data, stage, config, owner, starts)
+            elif "body_pose" in stage.params and not body_started and init.get("pose") is None \
+                    and config.pose_starts > 0 and config.pose_prior == "gmm":
+                owner, starts = _pose_starts(params, prior.start_poses(config.pose_starts))
+                params, l, c, n = _best_of_starts(problem, params, data, stage, config, owner, starts)
             else:
                 l, c, n = run(problem, params, data, stage, config)
             total_iters += n
+            body_started = body_started or "body_pose" in stage.params
         with torch.no_grad():
             final = _Problem(model, layout, config, config.stages[-1], prior, angle)
             loss[idx] = final(params, data)
@@ -348,32 +375,60 @@ def fit_keypoints(model: BodyModel, keypoints: torch.Tensor, K: torch.Tensor, la
                      converged, fitted, iterations)
 
 
-def _camera_stage_with_flip(problem, params, data, stage, config, layout, usable):
-    """First stage; people whose shoulders are too close in 2D to tell front from back are
-    also tried turned by 180 degrees about their vertical axis, keeping the lower loss."""
+def _best_of_starts(problem, params, data, stage, config, owner: torch.Tensor, starts: dict[str, torch.Tensor]):
+    """Run a stage from several starts per person and keep, per person, the start of lowest loss.
+
+    Args:
+        params, data: per-person tensors [P, ...].
+        owner: [S] person index of each start.
+        starts: start parameters [S, ...] (all of ``params``' keys).
+    Returns:
+        (params [P, ...], loss [P], converged [P], iterations [P] summed over the starts).
+    """
     run = _run_adam if config.optimizer == "adam" else _run_lbfgs
-    ls, rs, lh, rh = _point_indices(layout, TORSO)
-    xy = data["xy"]
-    width = (xy[:, ls] - xy[:, rs]).norm(dim=-1)
-    height = 0.5 * ((xy[:, ls] - xy[:, lh]).norm(dim=-1) + (xy[:, rs] - xy[:, rh]).norm(dim=-1))
-    ambiguous = usable[:, ls] & usable[:, rs] & usable[:, lh] & usable[:, rh] & (width < config.flip_threshold * height)
-    amb = torch.nonzero(ambiguous).flatten()
-    if amb.numel() == 0:
-        l, c, n = run(problem, params, data, stage, config)
-        return params, l, c, n
-    turned = {k: v[amb].clone() for k, v in params.items()}
-    half_turn = torch.tensor([0.0, math.pi, 0.0], dtype=xy.dtype, device=xy.device).expand(amb.numel(), 3)
-    turned["global_orient"] = roma.rotvec_composition([turned["global_orient"], half_turn])
-    both = {k: torch.cat([params[k], turned[k]]) for k in params}
-    both_data = {k: torch.cat([v, v[amb]]) for k, v in data.items()}
-    l, c, n = run(problem, both, both_data, stage, config)
     P = params["transl"].shape[0]
-    better = l[P:] < l[amb]
-    chosen = amb[better]
-    out = {k: v[:P].clone() for k, v in both.items()}
-    for k in out:
-        out[k][chosen] = both[k][P:][better]
-    l_out, c_out, n_out = l[:P].clone(), c[:P].clone(), n[:P].clone()
-    l_out[chosen], c_out[chosen] = l[P:][better], c[P:][better]
-    n_out[amb] += n[P:]
-    return out, l_out, c_out, n_out
+    dev = owner.device
+    l, c, n = run(problem, starts, {k: v[owner] for k, v in data.items()}, stage, config)
+    key = torch.nan_to_num(l, nan=float("inf"))
+    best = torch.full((P,), float("inf"), dtype=l.dtype, device=dev).scatter_reduce(0, owner, key, reduce="amin")
+    rows = torch.arange(len(owner), device=dev)
+    first_best = torch.where(key <= best[owner], rows, torch.full_like(rows, len(owner)))
+    pick = torch.full((P,), len(owner), dtype=torch.long, device=dev).scatter_reduce(0, owner, first_best, reduce="amin")
+    iters = torch.zeros(P, dtype=n.dtype, device=dev).index_add_(0, owner, n)
+    return {k: v[pick] for k, v in starts.items()}, l[pick], c[pick], iters
+
+
+def _heading_starts(params, data, config, layout, usable, free_heading: bool):
+    """Starts of the first stage: ``config.camera_headings`` (degrees about the body's vertical axis)
+    for people without an initial orientation; with one, the turned body (180 degrees) only for
+    people whose shoulders are too close in 2D to tell front from back."""
+    P = params["transl"].shape[0]
+    dev, dtype = params["transl"].device, params["transl"].dtype
+    if free_heading:
+        extra = [(torch.arange(P, device=dev), h) for h in config.camera_headings if h % 360]
+    else:
+        ls, rs, lh, rh = _point_indices(layout, TORSO)
+        xy = data["xy"]
+        width = (xy[:, ls] - xy[:, rs]).norm(dim=-1)
+        height = 0.5 * ((xy[:, ls] - xy[:, lh]).norm(dim=-1) + (xy[:, rs] - xy[:, rh]).norm(dim=-1))
+        ambiguous = usable[:, [ls, rs, lh, rh]].all(1) & (width < config.flip_threshold * height)
+        extra = [(torch.nonzero(ambiguous).flatten(), 180.0)]
+    extra = [(idx, h) for idx, h in extra if idx.numel()]
+    owner = torch.cat([torch.arange(P, device=dev)] + [idx for idx, _ in extra])
+    starts = {k: v[owner].clone() for k, v in params.items()}
+    orients = [params["global_orient"]]
+    for idx, h in extra:
+        turn = torch.tensor([0.0, math.radians(h), 0.0], dtype=dtype, device=dev).expand(idx.numel(), 3)
+        orients.append(roma.rotvec_composition([params["global_orient"][idx], turn]))
+    starts["global_orient"] = torch.cat(orients)
+    return owner, starts
+
+
+def _pose_starts(params, prior_poses: torch.Tensor):
+    """Starts of the body stage: each person's current pose, then each of ``prior_poses`` [S, 69]."""
+    P = params["transl"].shape[0]
+    S = prior_poses.shape[0]
+    owner = torch.arange(P, device=prior_poses.device).repeat(S + 1)
+    starts = {k: v[owner].clone() for k, v in params.items()}
+    starts["body_pose"][P:] = prior_poses.repeat_interleave(P, 0)
+    return owner, starts

@@ -76,6 +76,16 @@ class PosePrior(torch.nn.Module):
         rest = 0.5 * (f[..., d:] / self.rest_std.to(body_pose)).square().sum(-1) - self.rest_log_norm.to(body_pose)
         return rest - log_mix
 
+    def start_poses(self, n: int) -> torch.Tensor:
+        """Body poses [n, 69] at the means of the ``n`` heaviest mixture components (other features at 0)."""
+        d = self.gmm_means.shape[1]
+        n = min(n, self.gmm_means.shape[0])
+        # heaviest first: gmm_log_norm = log weight + log normaliser; rank by the weight proxy at the mean
+        order = torch.argsort(self.gmm_log_norm, descending=True)[:n]
+        f = torch.zeros(n, 69, dtype=self.transform.dtype, device=self.transform.device)
+        f[:, :d] = self.gmm_means[order]
+        return torch.linalg.solve(self.transform, f.T).T
+
     def sample_uniform(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """[n, 69] body poses drawn uniformly within :attr:`joint_ranges` (a baseline of random poses)."""
         lo, hi = self.joint_ranges.unbind(-1)

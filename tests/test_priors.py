@@ -77,7 +77,6 @@ def test_pose_prior_prefers_held_out_real_poses(prior, held_out):
     assert torch.quantile(real, 0.95) < torch.quantile(prior(uniform * measured), 0.05)
 
 
-@pytest.mark.xfail(reason="open: the shipped prior still varies strongly across unmeasured joints; see closing note", strict=False)
 def test_unmeasured_joints_not_pinned(prior, held_out):
     """Joints the data never measured get only their wide anatomical Gaussian, independent of the
     mixture: moving one costs the same on every pose, and little within its range; bending a knee
