@@ -73,7 +73,7 @@ LAYOUT = "coco17"
 VISIBLE = 0.2
 """Keypoints with at least this confidence count in the reported 2D error against the input."""
 METRICS = ("mpjpe14", "pa_mpjpe14", "mpjpe24", "pa_mpjpe24", "pve", "reproj_px", "gt2d_px")
-_LSP_HIPS, _SMPL_HIPS = (2, 3), (1, 2)
+_LSP_HIPS, _SMPL_HIPS = metrics.LSP14_HIPS, metrics.SMPL24_HIPS
 
 
 def openpose18_to_coco17(kp: np.ndarray) -> np.ndarray:

@@ -111,3 +111,22 @@ def test_lsp14_order():
     out = ev.lsp14(j[None].expand(5, 24, 3))
     assert out.shape == (5, 14, 3) and torch.equal(out[2, 0], j[8])
     assert np.array_equal(ev.lsp14(j.numpy()).numpy(), j[list(ev.SMPL24_TO_LSP14)].numpy())
+
+
+def test_default_root_follows_the_joint_set():
+    g = torch.Generator().manual_seed(1)
+    gt24 = torch.randn(24, 3, generator=g, dtype=torch.float64)
+    shifted = gt24 + torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    assert float(ev.mpjpe(shifted, gt24)) < 1e-12  # SMPL-24: root = its hips, a shift cancels
+    moved = gt24.clone()
+    moved[[1, 2]] += 0.1  # moving only the SMPL hips is a root change, not a uniform shift
+    assert float(ev.mpjpe(moved, gt24)) > 0.05
+    with pytest.raises(ValueError, match="no default root"):
+        ev.mpjpe(torch.zeros(17, 3), torch.zeros(17, 3))
+
+
+def test_shape_mismatch_raises():
+    with pytest.raises(ValueError, match="same shape"):
+        ev.pa_mpjpe(torch.zeros(14, 3), torch.zeros(24, 3))
+    with pytest.raises(ValueError, match="24"):
+        ev.lsp14(torch.zeros(17, 3))
