@@ -75,14 +75,25 @@ class BodyOutput:
 
 @dataclass
 class _KeypointMap:
+    """How a layout's points come from a model.
+
+    A point is ``joint_weights @ joints`` plus a fixed combination ``vertex_weights`` of
+    posed vertices.  Skinning is linear in the joint transforms, so the vertex part is
+    also ``sum_j R_j a_kj + c_kj t_j`` over (keypoint k, joint j) pairs, where ``a_kj``
+    blends the pair's template, shape and pose-corrective offsets: the fast path never
+    skins single vertices.
+    """
+
     joint_weights: torch.Tensor  # [K, 24]
-    vertex_ids: torch.Tensor  # [U]
+    vertex_ids: torch.Tensor  # [U] vertices the points use
     vertex_weights: torch.Tensor  # [K, U]
-    mask: torch.Tensor  # [K] bool
-    template: torch.Tensor  # [U, 3] rows of v_template the keypoints need
-    shapedirs: torch.Tensor  # [U, 3, 10]
-    posedirs: torch.Tensor  # [207, U * 3]
-    skin_weights: torch.Tensor  # [U, 24]
+    mask: torch.Tensor  # [K] bool, points the model can produce
+    pair_point: torch.Tensor  # [Q] keypoint of each (keypoint, joint) pair
+    pair_joint: torch.Tensor  # [Q] joint of each pair
+    pair_weight: torch.Tensor  # [Q] c_kj = sum_u w_ku W_uj
+    pair_template: torch.Tensor  # [Q, 3] sum_u w_ku W_uj v_template_u
+    pair_shapedirs: torch.Tensor  # [Q, 3, 10]
+    pair_posedirs: torch.Tensor  # [207, Q * 3]
 
 
 def _kinematic_levels(parents: tuple[int, ...]) -> list[list[int]]:
@@ -115,12 +126,32 @@ class BodyModel(torch.nn.Module):
         jreg, vt, sd = self.smpl.J_regressor, self.smpl.v_template, self.smpl.shapedirs
         self.register_buffer("joint_template", jreg @ vt)  # [24, 3]
         self.register_buffer("joint_shapedirs", torch.einsum("jv,vcb->jcb", jreg, sd))  # [24, 3, 10]
-        self._levels = _kinematic_levels(SMPL_PARENTS)
-        self._level_parent = [
-            torch.tensor([self._levels[d - 1].index(SMPL_PARENTS[j]) for j in lvl]) if d else None
-            for d, lvl in enumerate(self._levels)]
-        order = [j for lvl in self._levels for j in lvl]
-        self.register_buffer("_unlevel", torch.argsort(torch.tensor(order)), persistent=False)
+        # Forward kinematics runs level by level over the tree, in "level order" (joints sorted by depth),
+        # so that each level is a slice; a level's parents are a view of the previous level (a slice
+        # or a broadcast) except where the tree branches unevenly (an index).
+        levels = _kinematic_levels(SMPL_PARENTS)
+        order = [j for lvl in levels for j in lvl]
+        pos = {j: i for i, j in enumerate(order)}
+        self._level_slices, self._level_parents = [], []
+        start = 0
+        for d, lvl in enumerate(levels):
+            self._level_slices.append((start, start + len(lvl)))
+            start += len(lvl)
+            if d == 0:
+                self._level_parents.append(None)
+                continue
+            prev0 = self._level_slices[d - 1][0]
+            par = [pos[SMPL_PARENTS[j]] - prev0 for j in lvl]
+            if len(set(par)) == 1:
+                self._level_parents.append(("expand", par[0], len(lvl)))
+            elif par == list(range(par[0], par[0] + len(par))):
+                self._level_parents.append(("slice", par[0], par[0] + len(par)))
+            else:
+                self._level_parents.append(("index", torch.tensor(par)))
+        self.register_buffer("_order", torch.tensor(order), persistent=False)
+        self.register_buffer("_unorder", torch.argsort(torch.tensor(order)), persistent=False)
+        parents_lo = [pos[SMPL_PARENTS[j]] if j else 0 for j in order]
+        self.register_buffer("_parent_lo", torch.tensor(parents_lo), persistent=False)
         self._points = self._point_definitions(data)
         self._maps: dict[tuple, _KeypointMap] = {}
 
@@ -176,9 +207,16 @@ class BodyModel(torch.nn.Module):
             mask = torch.tensor([d is not None for d in defs])
             dev = self.joint_template.device
             ids = torch.tensor(vids, dtype=torch.long, device=dev)
-            pd = self.smpl.posedirs.view(207, -1, 3)[:, ids].reshape(207, -1)
-            self._maps[key] = _KeypointMap(jw.to(dev), ids, vw.to(dev), mask.to(dev), self.smpl.v_template[ids],
-                                           self.smpl.shapedirs[ids], pd, self.smpl.lbs_weights[ids])
+            vw = vw.to(dev)
+            W = self.smpl.lbs_weights[ids]  # [U, 24]
+            c = vw @ W  # [K, 24]
+            k_idx, j_idx = torch.nonzero(c.abs() > 1e-12, as_tuple=True)
+            pw = vw[k_idx] * W[:, j_idx].T  # [Q, U] per-pair vertex weights
+            posedirs = self.smpl.posedirs.view(207, -1, 3)[:, ids]  # [207, U, 3]
+            self._maps[key] = _KeypointMap(
+                jw.to(dev), ids, vw, mask.to(dev), k_idx, j_idx, c[k_idx, j_idx],
+                pw @ self.smpl.v_template[ids], torch.einsum("qu,ucb->qcb", pw, self.smpl.shapedirs[ids]),
+                torch.einsum("qu,puc->pqc", pw, posedirs).reshape(207, -1))
         return self._maps[key]
 
     def _apply(self, fn, recurse=True):
@@ -205,15 +243,17 @@ class BodyModel(torch.nn.Module):
         if vertices:
             out = self.smpl(global_orient=pose[:, 0], body_pose=pose[:, 1:].reshape(-1, 69), betas=betas)
             joints, verts = out.joints[:, :24], out.vertices
-            kverts = verts[:, kmap.vertex_ids] if kmap is not None else None
+            surface = None
+            if kmap is not None and kmap.vertex_ids.numel():
+                surface = torch.einsum("ku,buc->bkc", kmap.vertex_weights, verts[:, kmap.vertex_ids])
         else:
-            joints, kverts = self._fast(pose, betas, kmap)
+            joints, surface = self._fast(pose, betas, kmap)
             verts = None
         keypoints = None
         if kmap is not None:
             keypoints = torch.einsum("kj,bjc->bkc", kmap.joint_weights, joints)
-            if kverts is not None and kverts.shape[1]:
-                keypoints = keypoints + torch.einsum("ku,buc->bkc", kmap.vertex_weights, kverts)
+            if surface is not None:
+                keypoints = keypoints + surface
         if transl is not None:
             t = transl[:, None]
             joints = joints + t
@@ -254,33 +294,36 @@ class BodyModel(torch.nn.Module):
         return self.joint_template + torch.einsum("jcb,...b->...jc", self.joint_shapedirs, betas)
 
     def _fast(self, pose: torch.Tensor, betas: torch.Tensor, kmap: _KeypointMap | None):
+        """Joints [B, 24, 3] and the keypoints' surface part [B, K, 3] (or None), without the mesh."""
         B = pose.shape[0]
         rot = roma.rotvec_to_rotmat(pose)  # [B, 24, 3, 3]
-        rest = self.rest_joints(betas)  # [B, 24, 3]
-        g_rot, g_pos = [], []
-        for d, lvl in enumerate(self._levels):
-            r, j = rot[:, lvl], rest[:, lvl]
-            if d == 0:
-                g_rot.append(r)
-                g_pos.append(j)
-                continue
-            par = self._level_parent[d]
-            pr, pp = g_rot[d - 1][:, par], g_pos[d - 1][:, par]
-            offset = j - rest[:, [SMPL_PARENTS[i] for i in lvl]]
-            g_rot.append(pr @ r)
-            g_pos.append(pp + (pr @ offset[..., None])[..., 0])
-        g_rot = torch.cat(g_rot, 1)[:, self._unlevel]
-        joints = torch.cat(g_pos, 1)[:, self._unlevel]
-        if kmap is None or kmap.vertex_ids.numel() == 0:
+        rest_lo = self.rest_joints(betas)[:, self._order]  # level order
+        offsets = rest_lo - rest_lo[:, self._parent_lo] * (self._order > 0)[:, None].to(rest_lo.dtype)
+        local = torch.cat([rot[:, self._order], offsets[..., None]], -1)  # [B, 24, 3, 4]
+        g_rot, g_pos = [local[:, :1, :, :3]], [local[:, :1, :, 3]]
+        for (s, e), par in zip(self._level_slices[1:], self._level_parents[1:]):
+            pr, pp = g_rot[-1], g_pos[-1]
+            if par[0] == "expand":
+                pr, pp = pr[:, par[1]:par[1] + 1].expand(-1, par[2], -1, -1), pp[:, par[1]:par[1] + 1]
+            elif par[0] == "slice":
+                pr, pp = pr[:, par[1]:par[2]], pp[:, par[1]:par[2]]
+            else:
+                pr, pp = pr[:, par[1]], pp[:, par[1]]
+            m = pr @ local[:, s:e]  # [B, n, 3, 4]: parent rotation times (local rotation | offset)
+            g_rot.append(m[..., :3])
+            g_pos.append(pp + m[..., 3])
+        g_rot_lo, joints_lo = torch.cat(g_rot, 1), torch.cat(g_pos, 1)
+        joints = joints_lo[:, self._unorder]
+        if kmap is None or kmap.pair_joint.numel() == 0:
             return joints, None
-        v = kmap.template + torch.einsum("ucb,nb->nuc", kmap.shapedirs, betas)
         feats = (rot[:, 1:] - torch.eye(3, dtype=rot.dtype, device=rot.device)).reshape(B, 207)
-        v = v + (feats @ kmap.posedirs).view(B, -1, 3)
-        rel_t = joints - (g_rot @ rest[..., None])[..., 0]  # [B, 24, 3]
-        w = kmap.skin_weights  # [U, 24]
-        T_rot = torch.einsum("uj,bjcd->bucd", w, g_rot)
-        T_t = torch.einsum("uj,bjc->buc", w, rel_t)
-        return joints, (T_rot @ v[..., None])[..., 0] + T_t
+        a = kmap.pair_template + torch.einsum("qcb,nb->nqc", kmap.pair_shapedirs, betas) \
+            + (feats @ kmap.pair_posedirs).view(B, -1, 3)  # [B, Q, 3] blended rest offsets
+        # skinning a point blended over joint j: R_j (a - c rest_j) + c J_j
+        q = self._unorder[kmap.pair_joint]  # pairs' joints in level order
+        c = kmap.pair_weight[:, None]
+        x = (g_rot_lo[:, q] @ (a - c * rest_lo[:, q])[..., None])[..., 0] + c * joints_lo[:, q]
+        return joints, x.new_zeros(B, kmap.mask.shape[0], 3).index_add(1, kmap.pair_point, x)
 
 
 def _model_path(model: str | Path, gender: str) -> tuple[Path, str]:
