@@ -8,7 +8,8 @@ fitted by both variants, alternating variant by variant (the machine is shared a
 
 * ``reference``: ``configs/spin.yaml`` (full mesh forward every iteration, Adam 100 + 100
   iterations, no early stop);
-* ``default``: ``configs/default.yaml``.
+* ``default``: ``configs/default.yaml``;
+* ``fast``: ``configs/fast.yaml`` (fewer starts and iterations); ``--variants`` picks others.
 
 The table gives people per second from the median wall time, the ratio default / reference,
 and each variant's accuracy on those people: median PA-MPJPE of the 14 LSP joints (mm) and
@@ -98,11 +99,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--repeats", type=float, default=1.0, help="scale of the timed runs per variant")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--variants", nargs="+", default=["default", "fast"],
+                    help="configs timed against the reference (configs/spin.yaml)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_body_model("open")
-    variants = {"reference": _config("spin"), "default": _config("default")}
+    variants = {"reference": _config("spin"), **{v: _config(v) for v in args.variants}}
     kp_all, K, gt_all = make_inputs(model, max(args.batches), args.seed)
     for cfg in variants.values():  # warm-up
         run_once(model, kp_all[:2], K, cfg)
@@ -129,9 +132,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
                          "people_per_s": b / med, "pa_mpjpe14_mm": pa, "reproj_px": rep,
                          "mean_iterations": float(outs[name].iterations.float().mean())}
             rows.append(res[name])
-        res["default"]["ratio"] = res["default"]["people_per_s"] / res["reference"]["people_per_s"]
+        for name in args.variants:
+            res[name]["ratio"] = res[name]["people_per_s"] / res["reference"]["people_per_s"]
     print()
-    print("| batch | variant | runs | median time (s) | people/s | default / reference | "
+    print("| batch | variant | runs | median time (s) | people/s | ratio to reference | "
           "PA-MPJPE-14 median (mm) | reprojection median (px) | mean iterations |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:

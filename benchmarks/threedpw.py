@@ -52,6 +52,7 @@ from pathlib import Path  # noqa: E402
 from typing import Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
+import yaml  # noqa: E402
 import roma  # noqa: E402
 import torch  # noqa: E402
 
@@ -237,9 +238,27 @@ def oracle_method(model: BodyModel, inp: MethodInput) -> dict[str, torch.Tensor]
 METHODS: dict[str, Callable[[], Method]] = {
     "spin": lambda: fitter_method("spin"),
     "default": lambda: fitter_method("default"),
+    "fast": lambda: fitter_method("fast"),
     "gt": lambda: oracle_method,
 }
 """Method factories by name (``regressor`` and ``regressor+fit`` get added here)."""
+
+
+def method_factory(name: str) -> Callable[[], Method]:
+    """A method by name: a key of :data:`METHODS`, or a fitting config with top-level overrides,
+    ``CONFIG@key=value@...`` (e.g. ``default@pose_prior=none@pose_starts=0``, for ablations)."""
+    if name in METHODS:
+        return METHODS[name]
+    base, *overrides = name.split("@")
+    if not overrides or base not in ("spin", "default", "fast"):
+        raise ValueError(f"unknown method {name!r}; known: {sorted(METHODS)} or CONFIG@key=value@...")
+    changes = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"method {name!r}: override {item!r} is not key=value")
+        changes[key] = yaml.safe_load(value)
+    return lambda: fitter_method(load_config(base).replace(**changes))
 
 
 # ---------------------------------------------------------------------------------------- evaluation
@@ -317,16 +336,14 @@ def run_benchmark(root: str | Path, smpl_dir: str = "open", split: str = "test",
     files = sorted(folder.glob("*.pkl"))
     if not files:
         raise FileNotFoundError(f"no sequence files in {folder}")
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown methods {unknown}; known: {sorted(METHODS)}")
+    factories = {m: method_factory(m) for m in methods}
     kp_source = None
     if keypoints != "poses2d":
         with np.load(keypoints, allow_pickle=False) as f:
             layout = str(f["layout"]) if "layout" in f.files else LAYOUT
             kp_source = {k: convert_keypoints(f[k], layout, LAYOUT) for k in f.files if k != "layout"}
     model = load_body_model(smpl_dir, gender="neutral")
-    runners = {m: METHODS[m]() for m in methods}
+    runners = {m: f() for m, f in factories.items()}
     per_row: dict[str, list[dict]] = {m: [] for m in methods}
     timing = {m: [0.0, 0, 0] for m in methods}  # seconds, people, not fitted
     seq_results = []

@@ -73,41 +73,92 @@ def fit(image: str | Path | np.ndarray, keypoints: Any = None, *, layout: str = 
         init: starting SMPL parameters (a :class:`FitResult` or a dict with
             ``pose`` [P, 72], ``betas`` [P, 10], ``transl`` [P, 3]), e.g. from a
             regressor or the previous video frame.
-        config: fitting config name, YAML path, dict or :class:`FitConfig`.
+        config: fitting config name (``default``, ``fast``, ``spin``), YAML path, dict or :class:`FitConfig`.
         device: torch device (default CPU).
         model: body model (``"open"`` or an SMPL file/folder).
     Returns:
         :class:`FitResult`; nobody in the image gives an empty result.
     """
-    img = load_image(image)
-    h, w = img.shape[:2]
-    if keypoints is None:
-        keypoints = detect(img)
-    kps, layout = _as_keypoints(keypoints, layout, (h, w))
-    P = kps.shape[0]
+    return fit_batch([image], [keypoints], layout=layout, K=[K], init=[init], config=config, device=device,
+                     model=model)[0]
+
+
+def fit_batch(images: list, keypoints: list | None = None, *, layout: str = "coco17", K: list | None = None,
+              init: list | None = None, config: str | Path | dict | FitConfig | None = None,
+              device: str | torch.device | None = None, model: str | Path = "open") -> list[FitResult]:
+    """Fit the people of several images in one optimiser batch (one batch per keypoint layout).
+
+    Arguments are as for :func:`fit`, given per image as lists (``keypoints``, ``K``
+    and ``init`` may be None, or lists holding None for some images).  Returns one
+    :class:`FitResult` per image, in order.
+    """
+    n = len(images)
+    keypoints = [None] * n if keypoints is None else list(keypoints)
+    K = [None] * n if K is None else list(K)
+    init = [None] * n if init is None else list(init)
+    if not (len(keypoints) == len(K) == len(init) == n):
+        raise ValueError(f"fit_batch: {n} images but {len(keypoints)} keypoint sets, {len(K)} K and {len(init)} inits")
     bm = load_body_model(model, device=device)
-    dtype = bm.joint_template.dtype
-    Kt = default_intrinsics(h, w, dtype=dtype) if K is None else torch.as_tensor(np.asarray(K, dtype=np.float64), dtype=dtype)
-    if Kt.shape != (3, 3):
-        raise ValueError(f"K must be a 3x3 intrinsics matrix, got shape {tuple(Kt.shape)}")
+    dev, dtype = bm.joint_template.device, bm.joint_template.dtype
     cfg = load_config(config)
-    J = len(get_layout(layout))
-    if P == 0:
-        e = np.zeros((0,))
-        return FitResult(np.zeros((0, 72)), np.zeros((0, 10)), np.zeros((0, 3)), Kt.cpu().numpy().astype(np.float64),
-                         (h, w), layout, np.zeros((0, J, 3)), np.zeros((0, J, 2)), np.zeros((0, 24, 3)), e, e,
-                         e.astype(bool), e.astype(bool), str(model))
-    out = fit_keypoints(bm, torch.as_tensor(kps, dtype=dtype, device=bm.joint_template.device), Kt.to(bm.joint_template.device),
-                        layout, cfg, _as_init(init, P), image_size=(h, w))
-    with torch.no_grad():
-        body = bm(out.pose, out.betas, out.transl, layout=layout)
-        proj = project(body.keypoints, Kt.to(body.keypoints.device))
-        proj[:, ~body.keypoint_mask] = float("nan")
-    np_ = lambda t: t.detach().cpu().numpy()  # noqa: E731
-    return FitResult(pose=np_(out.pose).reshape(P, 72).astype(np.float64), betas=np_(out.betas).astype(np.float64),
-                     transl=np_(out.transl).astype(np.float64), K=np_(Kt).astype(np.float64), image_size=(h, w),
-                     layout=layout, keypoints=kps, projected=np_(proj).astype(np.float64),
-                     joints=np_(body.joints).astype(np.float64),
-                     reprojection_error=np_(out.reprojection_error).astype(np.float64),
-                     loss=np_(out.loss).astype(np.float64), converged=np_(out.converged),
-                     fitted=np_(out.fitted), model=str(model))
+    items = []
+    for img_in, kp_in, K_in, init_in in zip(images, keypoints, K, init):
+        img = load_image(img_in)
+        h, w = img.shape[:2]
+        kps, lay = _as_keypoints(detect(img) if kp_in is None else kp_in, layout, (h, w))
+        Kt = default_intrinsics(h, w, dtype=torch.float64) if K_in is None else \
+            torch.as_tensor(np.asarray(K_in, dtype=np.float64))
+        if Kt.shape != (3, 3):
+            raise ValueError(f"K must be a 3x3 intrinsics matrix, got shape {tuple(Kt.shape)}")
+        items.append({"kps": kps, "layout": lay, "K": Kt, "size": (h, w), "init": _as_init(init_in, len(kps))})
+    results: list[FitResult | None] = [None] * n
+    for lay in dict.fromkeys(it["layout"] for it in items):
+        idx = [i for i, it in enumerate(items) if it["layout"] == lay]
+        group = [items[i] for i in idx]
+        counts = [len(it["kps"]) for it in group]
+        P = sum(counts)
+        J = len(get_layout(lay))
+        if P == 0:
+            for i, it in zip(idx, group):
+                results[i] = _empty_result(it, lay, J, model)
+            continue
+        kp = torch.as_tensor(np.concatenate([it["kps"] for it in group]), dtype=dtype, device=dev)
+        Ks = torch.cat([it["K"].expand(c, 3, 3) for it, c in zip(group, counts)]).to(dev, dtype)
+        sizes = torch.tensor([it["size"] for it, c in zip(group, counts) for _ in range(c)], dtype=dtype, device=dev)
+        init_all = _stack_inits([it["init"] for it in group], counts)
+        out = fit_keypoints(bm, kp, Ks, lay, cfg, init_all, image_size=sizes)
+        with torch.no_grad():
+            body = bm(out.pose, out.betas, out.transl, layout=lay)
+            proj = project(body.keypoints, Ks)
+            proj[:, ~body.keypoint_mask] = float("nan")
+        np_ = lambda t: t.detach().cpu().numpy()  # noqa: E731
+        start = 0
+        for i, it, c in zip(idx, group, counts):
+            r = slice(start, start + c)
+            start += c
+            results[i] = FitResult(
+                pose=np_(out.pose[r]).reshape(c, 72).astype(np.float64), betas=np_(out.betas[r]).astype(np.float64),
+                transl=np_(out.transl[r]).astype(np.float64), K=it["K"].numpy(), image_size=it["size"], layout=lay,
+                keypoints=it["kps"], projected=np_(proj[r]).astype(np.float64),
+                joints=np_(body.joints[r]).astype(np.float64),
+                reprojection_error=np_(out.reprojection_error[r]).astype(np.float64),
+                loss=np_(out.loss[r]).astype(np.float64), converged=np_(out.converged[r]), fitted=np_(out.fitted[r]),
+                model=str(model))
+    return results
+
+
+def _stack_inits(inits: list[dict | None], counts: list[int]) -> dict | None:
+    """One init dict for the whole batch (an init is given for every image of a batch or for none)."""
+    if all(i is None for i in inits):
+        return None
+    if any(i is None for i in inits):
+        raise ValueError("fit_batch: give an init for every image or for none")
+    keys = set.intersection(*(set(i) for i in inits))
+    return {k: torch.cat([i[k] for i in inits]) for k in keys}
+
+
+def _empty_result(item: dict, layout: str, J: int, model) -> FitResult:
+    e = np.zeros((0,))
+    return FitResult(np.zeros((0, 72)), np.zeros((0, 10)), np.zeros((0, 3)), item["K"].numpy(), item["size"], layout,
+                     np.zeros((0, J, 3)), np.zeros((0, J, 2)), np.zeros((0, 24, 3)), e, e, e.astype(bool),
+                     e.astype(bool), str(model))

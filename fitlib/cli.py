@@ -18,10 +18,12 @@ def _images(target: Path) -> list[Path]:
 
 
 def _cmd_fit(args) -> int:
+    """Fit images in chunks of ``--batch-images`` (their people in one optimiser batch); an image whose
+    result JSON exists is skipped, so a killed run resumes where it stopped (results are written atomically)."""
     import cv2
     from tqdm import tqdm
 
-    from fitlib.api import fit
+    from fitlib.api import fit_batch
     from fitlib.image_io import load_image
 
     out = Path(args.out)
@@ -29,21 +31,28 @@ def _cmd_fit(args) -> int:
     images = _images(Path(args.image))
     if args.keypoints and len(images) != 1:
         raise SystemExit("fitlib: --keypoints goes with a single image")
-    for path in tqdm(images, desc="fitting", disable=len(images) < 2):
-        keypoints = None
-        if args.keypoints:
-            from fitlib.mmpose_io import keypoints_from_mmpose
+    todo = [p for p in images if args.overwrite or not (out / f"{p.stem}.json").exists()]
+    if len(todo) < len(images):
+        print(f"{len(images) - len(todo)} of {len(images)} images already fitted in {out}: skipped")
+    keypoints = None
+    if args.keypoints:
+        from fitlib.mmpose_io import keypoints_from_mmpose
 
-            keypoints = keypoints_from_mmpose(json.loads(Path(args.keypoints).read_text()))
-        image = load_image(path)
-        result = fit(image, keypoints, config=args.config, model=args.model)
-        stem = out / path.stem
-        result.save(stem.with_suffix(".json"))
-        result.export_meshes(out / f"{path.stem}_meshes", fmt=args.mesh_format)
-        overlay = result.render_overlay(image)
-        cv2.imwrite(str(stem) + "_overlay.png", cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
-        errs = ", ".join(f"{e:.1f}" for e in result.reprojection_error)
-        print(f"{path.name}: {int(result.fitted.sum())}/{len(result)} people fitted; reprojection error px [{errs}]")
+        keypoints = [keypoints_from_mmpose(json.loads(Path(args.keypoints).read_text()))]
+    with tqdm(total=len(todo), desc="fitting", unit="image", disable=len(todo) < 2) as bar:
+        for start in range(0, len(todo), args.batch_images):
+            chunk = todo[start:start + args.batch_images]
+            pixels = [load_image(p) for p in chunk]
+            results = fit_batch(pixels, keypoints, config=args.config, model=args.model)
+            for path, image, result in zip(chunk, pixels, results):
+                result.export_meshes(out / f"{path.stem}_meshes", fmt=args.mesh_format)
+                overlay = result.render_overlay(image)
+                cv2.imwrite(str(out / f"{path.stem}_overlay.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+                result.save(out / f"{path.stem}.json")  # last: its presence marks the image done
+                errs = ", ".join(f"{e:.1f}" for e in result.reprojection_error)
+                tqdm.write(f"{path.name}: {int(result.fitted.sum())}/{len(result)} people fitted; "
+                           f"reprojection error px [{errs}]")
+                bar.update(1)
     return 0
 
 
@@ -85,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=None, help="fitting config name or YAML path (default: default)")
     p.add_argument("--model", default="open", help="'open' or an SMPL model file/folder")
     p.add_argument("--mesh-format", default="obj", choices=["obj", "ply"])
+    p.add_argument("--batch-images", type=int, default=16, help="images whose people are fitted in one batch")
+    p.add_argument("--overwrite", action="store_true", help="refit images that already have a result")
     p.set_defaults(run=_cmd_fit)
     p = sub.add_parser("detect", help="detect people's 2D keypoints with the bundled detector")
     p.add_argument("image")

@@ -84,8 +84,8 @@ def _from_dict(d: dict, source: str) -> FitConfig:
     cfg = FitConfig(stages=stages, convergence=conv, **d)
     if cfg.optimizer not in ("adam", "lbfgs"):
         raise ValueError(f"{source}: optimizer must be 'adam' or 'lbfgs', got {cfg.optimizer!r}")
-    if cfg.pose_prior not in ("gmm", "l2", "none"):
-        raise ValueError(f"{source}: pose_prior must be 'gmm', 'l2' or 'none', got {cfg.pose_prior!r}")
+    if cfg.pose_prior not in ("gmm", "limits", "l2", "none"):
+        raise ValueError(f"{source}: pose_prior must be 'gmm', 'limits', 'l2' or 'none', got {cfg.pose_prior!r}")
     return cfg
 
 

@@ -65,16 +65,27 @@ FACING_CAMERA = (math.pi, 0.0, 0.0)
 
 
 def _prior_terms(config: FitConfig, device, dtype):
-    """(pose prior, angle prior) callables on body pose [..., 69] -> [...]."""
+    """(pose penalty, angle prior, the shipped mixture prior or None).
+
+    ``pose_prior``: ``gmm`` the mixture's negative log-likelihood; ``limits`` only the
+    joint-range penalty of :func:`fitlib.priors.joint_limit_prior`; ``l2`` squared body
+    pose (a placeholder); ``none`` nothing.  The mixture is also loaded whenever
+    ``pose_starts`` asks for its modes as starting poses.
+    """
     from fitlib import priors
 
+    mixture = None
+    if config.pose_prior in ("gmm", "limits") or config.pose_starts > 0:
+        mixture = priors.load_pose_prior().to(device=device, dtype=dtype)
     if config.pose_prior == "gmm":
-        prior = priors.load_pose_prior().to(device=device, dtype=dtype)
+        penalty = mixture
+    elif config.pose_prior == "limits":
+        penalty = lambda bp: priors.joint_limit_prior(bp, mixture.joint_ranges)  # noqa: E731
     elif config.pose_prior == "l2":
-        prior = lambda bp: (bp**2).sum(-1)  # noqa: E731  (placeholder named in the config)
+        penalty = lambda bp: (bp**2).sum(-1)  # noqa: E731  (placeholder named in the config)
     else:
-        prior = lambda bp: bp.new_zeros(bp.shape[:-1])  # noqa: E731
-    return prior, priors.angle_prior
+        penalty = lambda bp: bp.new_zeros(bp.shape[:-1])  # noqa: E731
+    return penalty, priors.angle_prior, mixture
 
 
 def _point_indices(layout: KeypointLayout, names: tuple[str, ...] | list[str]) -> list[int]:
@@ -88,14 +99,16 @@ def _point_indices(layout: KeypointLayout, names: tuple[str, ...] | list[str]) -
 
 
 def _prepare_keypoints(keypoints: torch.Tensor, layout: KeypointLayout, model_mask: torch.Tensor,
-                       config: FitConfig, image_size: tuple[int, int] | None):
-    """Clean keypoints [P, J, 3]: returns xy [P, J, 2], weights [P, J], usable [P, J] bool."""
+                       config: FitConfig, image_size: torch.Tensor | None):
+    """Clean keypoints [P, J, 3]: returns xy [P, J, 2], weights [P, J], usable [P, J] bool.
+
+    ``image_size`` [P, 2] (height, width): points more than an image size outside are ignored."""
     xy, conf = keypoints[..., :2], keypoints[..., 2]
     finite = torch.isfinite(xy).all(-1) & torch.isfinite(conf)
     usable = finite & (conf >= config.keypoint_confidence_threshold) & model_mask[None]
     if image_size is not None:
-        h, w = image_size
-        margin = max(h, w)
+        h, w = image_size[:, :1], image_size[:, 1:]
+        margin = torch.maximum(h, w)
         inside = (xy[..., 0] > -margin) & (xy[..., 0] < w + margin) & (xy[..., 1] > -margin) & (xy[..., 1] < h + margin)
         usable &= inside
     xy = torch.where(usable[..., None], xy, torch.zeros_like(xy))
@@ -268,7 +281,7 @@ def _run_lbfgs(problem: _Problem, params: dict[str, torch.Tensor], data: dict[st
 
 def fit_keypoints(model: BodyModel, keypoints: torch.Tensor, K: torch.Tensor, layout: str | KeypointLayout = "coco17",
                   config: FitConfig | None = None, init: dict[str, torch.Tensor] | None = None,
-                  image_size: tuple[int, int] | None = None) -> FitOutput:
+                  image_size: tuple[int, int] | torch.Tensor | None = None) -> FitOutput:
     """Fit SMPL to the 2D keypoints of P people.
 
     Args:
@@ -280,7 +293,8 @@ def fit_keypoints(model: BodyModel, keypoints: torch.Tensor, K: torch.Tensor, la
         init: optional starting values: ``pose`` [P, 24, 3] or [P, 72], ``betas`` [P, 10],
             ``transl`` [P, 3] (camera frame, metres); missing ones use the defaults
             (relaxed pose facing the camera, mean shape, depth from torso length).
-        image_size: (height, width) in pixels; keypoints far outside it are ignored.
+        image_size: (height, width) in pixels, or [P, 2] per person (people from several
+            images fit in one batch); keypoints far outside their image are ignored.
     Returns:
         :class:`FitOutput`; people without enough keypoints are flagged ``fitted=False``.
     """
@@ -301,6 +315,8 @@ def fit_keypoints(model: BodyModel, keypoints: torch.Tensor, K: torch.Tensor, la
         raise ValueError(f"K must be finite [3, 3] or [P, 3, 3] intrinsics with positive focal length, "
                          f"got shape {tuple(K.shape)}")
     kmap = model.keypoint_map(layout)
+    if image_size is not None:
+        image_size = torch.as_tensor(image_size, dtype=dtype, device=dev).reshape(-1, 2).expand(P, 2)
     xy, weights, usable = _prepare_keypoints(keypoints, layout, kmap.mask, config, image_size)
     torso_idx = _point_indices(layout, TORSO)
     if len(torso_idx) != 4:
@@ -340,7 +356,7 @@ def fit_keypoints(model: BodyModel, keypoints: torch.Tensor, K: torch.Tensor, la
     if idx.numel():
         params = {k: v[idx] for k, v in params_all.items()}
         data = {k: v[idx] for k, v in data_all.items()}
-        prior, angle = _prior_terms(config, dev, dtype)
+        prior, angle, mixture = _prior_terms(config, dev, dtype)
         run = _run_adam if config.optimizer == "adam" else _run_lbfgs
         total_iters = torch.zeros(idx.numel(), dtype=torch.long, device=dev)
         body_started = False
@@ -350,8 +366,8 @@ def fit_keypoints(model: BodyModel, keypoints: torch.Tensor, K: torch.Tensor, la
                 owner, starts = _heading_starts(params, data, config, layout, usable[idx], init.get("pose") is None)
                 params, l, c, n = _best_of_starts(problem, params, data, stage, config, owner, starts)
             elif "body_pose" in stage.params and not body_started and init.get("pose") is None \
-                    and config.pose_starts > 0 and config.pose_prior == "gmm":
-                owner, starts = _pose_starts(params, prior.start_poses(config.pose_starts))
+                    and config.pose_starts > 0:
+                owner, starts = _pose_starts(params, mixture.start_poses(config.pose_starts))
                 params, l, c, n = _best_of_starts(problem, params, data, stage, config, owner, starts)
             else:
                 l, c, n = run(problem, params, data, stage, config)

@@ -46,3 +46,31 @@ def test_cli_round_trip(data_dir, tmp_path):
     assert (tmp_path / "messi5_overlay.png").stat().st_size > 1000
     direct = fitlib.fit(data_dir / "messi5.jpg", det.keypoints)
     np.testing.assert_allclose(res.pose, direct.pose, atol=1e-5)
+
+
+def test_fit_batch_matches_single_image_fits(data_dir):
+    images = [data_dir / "messi5.jpg", data_dir / "astronaut.jpg"]
+    batch = fitlib.fit_batch(images)
+    assert [len(r) for r in batch] == [1, 1]
+    for path, res in zip(images, batch):
+        alone = fitlib.fit(path)
+        np.testing.assert_allclose(res.pose, alone.pose, atol=1e-3)
+        assert res.image_size == alone.image_size
+
+
+def test_cli_folder_resumes(data_dir, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("messi5.jpg", "astronaut.jpg"):
+        shutil.copy(data_dir / name, folder / name)
+    out = tmp_path / "out"
+    assert main(["fit", str(folder), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.glob("*.json")) == ["astronaut.json", "messi5.json"]
+    first = (out / "astronaut.json").read_text()
+    (out / "messi5.json").unlink()  # as if the run had been killed before finishing messi5
+    capsys.readouterr()
+    assert main(["fit", str(folder), "--out", str(out)]) == 0
+    assert "1 of 2 images already fitted" in capsys.readouterr().out
+    assert (out / "messi5.json").exists() and (out / "astronaut.json").read_text() == first

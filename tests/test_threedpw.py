@@ -92,8 +92,10 @@ def test_bad_inputs(tmp_path, tiny_set):
     with pytest.raises(FileNotFoundError, match="no sequence files"):
         threedpw.run_benchmark(tmp_path, methods=["gt"])
     root, _ = tiny_set
-    with pytest.raises(ValueError, match="unknown methods"):
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
         threedpw.run_benchmark(root, methods=["nope"])
+    with pytest.raises(ValueError, match="not key=value"):
+        threedpw.run_benchmark(root, methods=["default@pose_prior"])
     bad = tmp_path / "bad.pkl"
     bad.write_bytes(pickle.dumps({"sequence": "x"}))
     with pytest.raises(ValueError, match="not a 3DPW sequence file"):
