@@ -17,16 +17,6 @@ from fitlib.model_file import REQUIRED_KEYS, read_model_file
 from fitlib.open_model import ensure_open_model, sample_plausible_poses
 
 
-@pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
-def dtype(request):
-    return request.param
-
-
-@pytest.fixture(params=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
-def device(request):
-    return torch.device(request.param)
-
-
 @pytest.fixture(scope="module")
 def smpl_sized_file(tmp_path_factory):
     """A synthetic SMPL-layout .npz with 6,890 vertices: a stand-in for the file-format path, not a body."""

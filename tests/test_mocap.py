@@ -10,11 +10,6 @@ from fitlib.skeleton import SMPL_JOINT_NAMES
 J = {n: i for i, n in enumerate(SMPL_JOINT_NAMES)}
 
 
-@pytest.fixture(params=[torch.float32, torch.float64], ids=["f32", "f64"])
-def dtype(request):
-    return request.param
-
-
 @pytest.fixture(scope="module")
 def clips():
     return mocap.load_mocap("all")

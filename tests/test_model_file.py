@@ -21,11 +21,6 @@ def open_arrays() -> dict:
     return {k: data[k] for k in REQUIRED_KEYS}
 
 
-@pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
-def dtype(request):
-    return request.param
-
-
 class _FakeCh:
     """Pickles like a chumpy array: class ``chumpy.ch.Ch``, state ``__dict__`` holding the value under ``x``."""
 

@@ -28,11 +28,6 @@ def body():
     return load_body_model("open", dtype=torch.float64)
 
 
-@pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
-def dtype(request):
-    return request.param
-
-
 def test_loads_through_plain_smplx(model_path, dtype):
     smpl = smplx.SMPL(model_path=str(model_path), dtype=dtype)
     assert smpl.v_template.shape == (13718, 3) and smpl.faces.shape == (27420, 3)

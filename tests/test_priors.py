@@ -15,16 +15,6 @@ from fitlib.skeleton import SMPL_JOINT_NAMES
 BODY = {n: i - 1 for i, n in enumerate(SMPL_JOINT_NAMES)}
 
 
-@pytest.fixture(params=[torch.float32, torch.float64], ids=["f32", "f64"])
-def dtype(request):
-    return request.param
-
-
-@pytest.fixture(params=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
-def device(request):
-    return torch.device(request.param)
-
-
 @pytest.fixture(scope="module")
 def prior():
     return priors.load_pose_prior()
