@@ -30,6 +30,7 @@ class Stage:
     weights: dict[str, float]
     keypoints: list[str] | None = None  # point names used by the data term (None: all)
     lr_final_ratio: float = 1.0  # Adam's learning rate decays (cosine) to this fraction of lr by the last iteration
+    optimizer: str | None = None  # "adam" or "lbfgs" for this stage (default: the config's optimizer)
 
 
 @dataclass
@@ -79,6 +80,8 @@ def _from_dict(d: dict, source: str) -> FitConfig:
         bad = set(stage.weights) - set(WEIGHTS)
         if bad:
             raise ValueError(f"{source}: stage {stage.name!r} has unknown loss weights {sorted(bad)}")
+        if stage.optimizer not in (None, "adam", "lbfgs"):
+            raise ValueError(f"{source}: stage {stage.name!r}: optimizer must be 'adam' or 'lbfgs'")
         stages.append(stage)
     conv = Convergence(**d.pop("convergence", {}))
     cfg = FitConfig(stages=stages, convergence=conv, **d)

@@ -255,6 +255,12 @@ def _run_adam(problem: _Problem, params: dict[str, torch.Tensor], data: dict[str
     return loss_out, converged, iters
 
 
+def _runner(config: FitConfig, stage: Stage | None = None):
+    """The optimiser of a stage: its own ``optimizer`` setting, else the config's."""
+    name = (stage.optimizer if stage is not None and stage.optimizer else None) or config.optimizer
+    return _run_adam if name == "adam" else _run_lbfgs
+
+
 def _run_lbfgs(problem: _Problem, params: dict[str, torch.Tensor], data: dict[str, torch.Tensor],
                stage: Stage, config: FitConfig):
     """L-BFGS (strong Wolfe line search) on the sum of the per-person losses. Same contract as :func:`_run_adam`."""
@@ -357,7 +363,6 @@ def fit_keypoints(model: BodyModel, keypoints: torch.Tensor, K: torch.Tensor, la
         params = {k: v[idx] for k, v in params_all.items()}
         data = {k: v[idx] for k, v in data_all.items()}
         prior, angle, mixture = _prior_terms(config, dev, dtype)
-        run = _run_adam if config.optimizer == "adam" else _run_lbfgs
         total_iters = torch.zeros(idx.numel(), dtype=torch.long, device=dev)
         body_started = False
         for i, stage in enumerate(config.stages):
@@ -370,7 +375,7 @@ def fit_keypoints(model: BodyModel, keypoints: torch.Tensor, K: torch.Tensor, la
                 owner, starts = _pose_starts(params, mixture.start_poses(config.pose_starts))
                 params, l, c, n = _best_of_starts(problem, params, data, stage, config, owner, starts)
             else:
-                l, c, n = run(problem, params, data, stage, config)
+                l, c, n = _runner(config, stage)(problem, params, data, stage, config)
             total_iters += n
             body_started = body_started or "body_pose" in stage.params
         with torch.no_grad():
@@ -401,7 +406,7 @@ def _best_of_starts(problem, params, data, stage, config, owner: torch.Tensor, s
     Returns:
         (params [P, ...], loss [P], converged [P], iterations [P] summed over the starts).
     """
-    run = _run_adam if config.optimizer == "adam" else _run_lbfgs
+    run = _runner(config, stage)
     P = params["transl"].shape[0]
     dev = owner.device
     l, c, n = run(problem, starts, {k: v[owner] for k, v in data.items()}, stage, config)
