@@ -1,10 +1,15 @@
 """The batched SMPLify-style fitter: SMPL parameters from 2D keypoints, many people at once.
 
 Every person is an independent problem.  The optimiser is a batched Adam whose
-state is kept per person, so that a person whose loss stops improving leaves
-the working batch (per-person early stop) and costs nothing afterwards;
-L-BFGS is available for comparison.  Stages, weights and thresholds come from
-a :class:`fitlib.config.FitConfig` (``configs/*.yaml``).
+state is kept per person: each person keeps the best iterate it reaches, and a
+person whose best loss stops improving leaves the working batch (per-person
+early stop) and costs nothing afterwards; L-BFGS can be chosen per stage.
+
+Without an initial estimate, the first (camera) stage runs from several headings
+and the first body stage from several starting poses (the pose prior's modes),
+all in one batch; each person keeps its best start.  With one (``init``, e.g. a
+regressor's output), the fitter refines it.  Stages, weights and thresholds come
+from a :class:`fitlib.config.FitConfig` (``configs/*.yaml``).
 
 Camera frame: OpenCV (x right, y down, z forward), metres; keypoints in pixels.
 """
@@ -336,19 +341,20 @@ def fit_keypoints(model: BodyModel, keypoints: torch.Tensor, K: torch.Tensor, la
         pose0[:, 0] = torch.tensor(FACING_CAMERA, dtype=dtype, device=dev)
     betas0 = init.get("betas")
     betas0 = torch.zeros(P, 10, dtype=dtype, device=dev) if betas0 is None else torch.as_tensor(betas0, dtype=dtype, device=dev).reshape(P, 10).clone()
-    for name, value in (("init pose", pose0), ("init betas", betas0)):
-        if not torch.isfinite(value).all():
+    transl0 = init.get("transl")
+    if transl0 is not None:
+        transl0 = torch.as_tensor(transl0, dtype=dtype, device=dev).reshape(P, 3).clone()
+    for name, value in (("init pose", pose0), ("init betas", betas0), ("init transl", transl0)):
+        if value is not None and not torch.isfinite(value).all():
             raise ValueError(f"{name} contains NaN or infinite values")
     with torch.no_grad():
-        if init.get("transl") is not None:
-            transl0 = torch.as_tensor(init["transl"], dtype=dtype, device=dev).reshape(P, 3).clone()
-        else:
+        if transl0 is None:
             transl0 = _initial_translation(model, pose0, betas0, xy, usable, K, torso_idx)
 
     vis = usable.to(dtype)
-    big = torch.where(usable[..., None], xy, torch.full_like(xy, float("inf"))).amin(1)
-    small = torch.where(usable[..., None], xy, torch.full_like(xy, float("-inf"))).amax(1)
-    size = (small - big).norm(dim=-1)
+    lo = torch.where(usable[..., None], xy, torch.full_like(xy, float("inf"))).amin(1)
+    hi = torch.where(usable[..., None], xy, torch.full_like(xy, float("-inf"))).amax(1)
+    size = (hi - lo).norm(dim=-1)  # diagonal of the visible keypoints' box
     size = torch.where(torch.isfinite(size) & (size > 1), size, torch.full_like(size, 100.0))
     data_all = {"xy": xy, "weights": weights * vis, "K": K, "scale": CANONICAL_SIZE / size,
                 "depth0": transl0[:, 2].clone(), "body_pose0": pose0[:, 1:].reshape(P, 69).clone()}
