@@ -14,7 +14,10 @@
 #   xtcocotools 1.14.3 built from source (its binary wheels break with numpy 2)
 # mmcv has no wheels on PyPI. A prebuilt wheel is taken from $MMCV_WHEEL_DIR (default: the
 # shared/wheels folder beside this repository) when it fits this Python and torch 2.13.0;
-# otherwise mmcv is compiled from source (about 40 minutes on 2 cores; MAX_JOBS=2 by default).
+# otherwise mmcv is compiled from source into a wheel (about 40 minutes on 2 cores; MAX_JOBS=2 by
+# default), the equivalent of, in an environment whose setuptools still has pkg_resources (< 81):
+#   pip install "setuptools<81" wheel ninja
+#   MAX_JOBS=2 pip install --no-build-isolation --no-deps mmcv==2.1.0
 #
 # Usage: bash scripts/install_mmpose.sh       (idempotent: a second run takes seconds)
 set -euo pipefail
@@ -28,7 +31,12 @@ torch_before="$("$py" -c 'import torch; print(torch.__version__)')"
 pytag="$("$py" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
 echo "install_mmpose: python $pytag, torch $torch_before"
 
-# 1. mmcv 2.1.0 (compiled ops: mmcv._ext)
+# 1. what mmcv, mmengine, mmpose and mmdet import at run time (none of these pulls torch or OpenCV);
+#    first, so that pip's resolver never sees the OpenMMLab packages' unmet declared dependencies
+"${pip[@]}" addict yapf termcolor rich matplotlib json_tricks munkres pycocotools shapely terminaltables \
+    six packaging pillow
+
+# 2. mmcv 2.1.0 (compiled ops: mmcv._ext)
 if "$py" -c 'import importlib.metadata as m, sys; sys.exit(m.version("mmcv") != "2.1.0")' 2>/dev/null \
         && "$py" -c 'import mmcv._ext' 2>/dev/null; then
     echo "install_mmpose: mmcv 2.1.0 already installed"
@@ -39,17 +47,21 @@ else
         "${pip[@]}" --no-deps "$wheel"
     else
         echo "install_mmpose: no prebuilt mmcv wheel for $pytag / torch $torch_before: compiling mmcv 2.1.0 (slow)"
-        "${pip[@]}" setuptools wheel ninja
-        MAX_JOBS="${MAX_JOBS:-2}" "${pip[@]}" --no-build-isolation --no-deps mmcv==2.1.0
+        # mmcv's setup.py imports pkg_resources (gone from setuptools >= 81) and torch: build the
+        # wheel in a throw-away venv that sees this Python's packages (torch) but has its own
+        # setuptools < 81, so this environment's setuptools is left alone.
+        build="$(mktemp -d)"
+        "$py" -m venv --system-site-packages "$build/venv"
+        "$build/venv/bin/python" -m pip install --disable-pip-version-check "setuptools<81" wheel ninja
+        MAX_JOBS="${MAX_JOBS:-2}" "$build/venv/bin/python" -m pip wheel --disable-pip-version-check \
+            --no-build-isolation --no-deps -w "$build/wheels" mmcv==2.1.0
+        "${pip[@]}" --no-deps "$build"/wheels/mmcv-2.1.0-*.whl
+        rm -rf "$build"
     fi
 fi
 
-# 2. OpenMMLab packages without their declared dependencies (see the header)
+# 3. OpenMMLab packages without their declared dependencies (see the header)
 "${pip[@]}" --no-deps mmengine==0.10.7 mmpose==1.3.2 mmdet==3.3.0
-
-# 3. what mmcv, mmengine, mmpose and mmdet import at run time (none of these pulls torch or OpenCV)
-"${pip[@]}" addict yapf termcolor rich matplotlib json_tricks munkres pycocotools shapely terminaltables \
-    six packaging pillow
 
 # 4. xtcocotools from source, against the installed numpy (its setup.py imports numpy and Cython)
 if "$py" -c 'import importlib.metadata as m, sys; sys.exit(m.version("xtcocotools") != "1.14.3")' 2>/dev/null \
