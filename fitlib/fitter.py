@@ -164,11 +164,32 @@ class _Problem:
         sel = torch.zeros(len(layout), dtype=torch.bool)
         sel[_point_indices(layout, stage.keypoints) if stage.keypoints else slice(None)] = True
         self.select = sel
+        # A stage that moves only the whole body (orientation, translation) poses the keypoints once
+        # and then rotates them about the pelvis: exact, and no body model per iteration.
+        self.rigid = not ({"body_pose", "betas"} & set(stage.params)) and not config.full_mesh
+
+    def prepare(self, p: dict[str, torch.Tensor], d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``d`` plus what the stage needs precomputed: for a rigid stage the keypoints [P, J, 3] posed
+        with zero orientation and translation (``body_kp``) and the rest pelvis joint [P, 3] (``root``)."""
+        if not self.rigid:
+            return d
+        with torch.no_grad():
+            pose = torch.cat([torch.zeros_like(p["global_orient"])[:, None], p["body_pose"].reshape(-1, 23, 3)], 1)
+            body_kp = self.model(pose, p["betas"], layout=self.layout).keypoints
+            root = self.model.rest_joints(p["betas"])[:, 0]
+        return {**d, "body_kp": body_kp, "root": root}
+
+    def keypoints(self, p: dict[str, torch.Tensor], d: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The layout's points [P, J, 3] in the camera frame (metres)."""
+        if self.rigid:
+            R = roma.rotvec_to_rotmat(p["global_orient"])
+            root = d["root"][:, None]
+            return (d["body_kp"] - root) @ R.transpose(-1, -2) + root + p["transl"][:, None]
+        pose = torch.cat([p["global_orient"][:, None], p["body_pose"].reshape(-1, 23, 3)], 1)
+        return self.model(pose, p["betas"], p["transl"], layout=self.layout, vertices=self.config.full_mesh).keypoints
 
     def __call__(self, p: dict[str, torch.Tensor], d: dict[str, torch.Tensor]) -> torch.Tensor:
-        pose = torch.cat([p["global_orient"][:, None], p["body_pose"].reshape(-1, 23, 3)], 1)
-        out = self.model(pose, p["betas"], p["transl"], layout=self.layout, vertices=self.config.full_mesh)
-        proj = project(out.keypoints, d["K"])
+        proj = project(self.keypoints(p, d), d["K"])
         r2 = ((proj - d["xy"]) * d["scale"][:, None, None]).pow(2).sum(-1)
         s2 = self.config.robust_sigma**2
         w = d["weights"] * self.select.to(d["weights"].device)
@@ -373,6 +394,7 @@ def fit_keypoints(model: BodyModel, keypoints: torch.Tensor, K: torch.Tensor, la
         body_started = False
         for i, stage in enumerate(config.stages):
             problem = _Problem(model, layout, config, stage, prior, angle)
+            data = problem.prepare(params, data)
             if i == 0 and "global_orient" in stage.params:
                 owner, starts = _heading_starts(params, data, config, layout, usable[idx], init.get("pose") is None)
                 params, l, c, n = _best_of_starts(problem, params, data, stage, config, owner, starts)
@@ -386,7 +408,7 @@ def fit_keypoints(model: BodyModel, keypoints: torch.Tensor, K: torch.Tensor, la
             body_started = body_started or "body_pose" in stage.params
         with torch.no_grad():
             final = _Problem(model, layout, config, config.stages[-1], prior, angle)
-            loss[idx] = final(params, data)
+            loss[idx] = final(params, final.prepare(params, data))
         converged[idx] = c
         iterations[idx] = total_iters
         for k in params_all:
