@@ -59,7 +59,10 @@ def _cmd_fit(args) -> int:
 def _cmd_detect(args) -> int:
     from fitlib.detect import detect
 
-    kp = detect(args.image)
+    kw = {"config": args.config, "checkpoint": args.checkpoint} if args.backend == "mmpose" else {}
+    if args.backend == "mmpose" and not (args.config and args.checkpoint):
+        raise SystemExit("fitlib: --backend mmpose needs --config and --checkpoint (a local mmpose model)")
+    kp = detect(args.image, backend=args.backend, **kw)
     data = {"layout": kp.layout, "keypoints": kp.keypoints.tolist(), "boxes": kp.boxes.tolist(),
             "scores": kp.scores.tolist()}
     text = json.dumps(data)
@@ -97,8 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-images", type=int, default=16, help="images whose people are fitted in one batch")
     p.add_argument("--overwrite", action="store_true", help="refit images that already have a result")
     p.set_defaults(run=_cmd_fit)
-    p = sub.add_parser("detect", help="detect people's 2D keypoints with the bundled detector")
+    p = sub.add_parser("detect", help="detect people's 2D keypoints (bundled detector or mmpose)")
     p.add_argument("image")
+    p.add_argument("--backend", default="default", choices=["default", "mmpose"])
+    p.add_argument("--config", help="mmpose model config (with --backend mmpose)")
+    p.add_argument("--checkpoint", help="mmpose checkpoint (with --backend mmpose)")
     p.add_argument("--out", help="JSON file (default: print)")
     p.set_defaults(run=_cmd_detect)
     p = sub.add_parser("build-model", help="build and cache the open body model from anny")
