@@ -8,8 +8,9 @@ which one it has.  :meth:`BodyModel.forward` has two paths that agree to
 * ``vertices=True``: the full mesh through ``smplx.SMPL``;
 * ``vertices=False`` (for fitting): joints and the requested keypoints only.
   Shape-dependent rest joints are precomputed as linear in betas, forward
-  kinematics runs level by level over the tree, and only the few vertices that
-  the keypoints need are blended and skinned.
+  kinematics runs level by level over the tree, and a keypoint defined on
+  vertices is skinned as an exact blend over its few (keypoint, joint) pairs
+  (skinning is linear in the joint transforms), not vertex by vertex.
 """
 from __future__ import annotations
 
@@ -210,7 +211,8 @@ class BodyModel(torch.nn.Module):
             vw = vw.to(dev)
             W = self.smpl.lbs_weights[ids]  # [U, 24]
             c = vw @ W  # [K, 24]
-            k_idx, j_idx = torch.nonzero(c.abs() > 1e-12, as_tuple=True)
+            # a pair exists where any vertex contributes (signed weights may sum to zero on a joint)
+            k_idx, j_idx = torch.nonzero(vw.abs() @ W > 0, as_tuple=True)
             pw = vw[k_idx] * W[:, j_idx].T  # [Q, U] per-pair vertex weights
             posedirs = self.smpl.posedirs.view(207, -1, 3)[:, ids]  # [207, U, 3]
             self._maps[key] = _KeypointMap(
