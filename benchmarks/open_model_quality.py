@@ -37,7 +37,8 @@ import torch  # noqa: E402
 from smplx.lbs import lbs  # noqa: E402
 
 from fitlib.body_model import load_body_model  # noqa: E402
-from fitlib.open_model import (BuildConfig, _AnnyPoser, _anny_model, _global_rotations,  # noqa: E402
+from fitlib.skeleton import global_rotations
+from fitlib.open_model import (BuildConfig, _AnnyPoser, _anny_model,  # noqa: E402
                                _sample_phenotypes, build_open_model, ensure_open_model, open_model_path,
                                sample_plausible_poses, save_model_file)
 
@@ -82,7 +83,7 @@ def evaluate(num: int, shape_seed: int, pose_seed: int, batch_size: int) -> dict
         rest = poser.rest(batch)
         delta = poser.tpose_rotations(rest["rest_bone_heads"])
         t_ref = poser.pose(batch, rest["rest_bone_poses"], delta)
-        p_ref = poser.pose(batch, rest["rest_bone_poses"], delta, _global_rotations(pose))
+        p_ref = poser.pose(batch, rest["rest_bone_poses"], delta, global_rotations(pose))
         betas = project_betas(body, t_ref["vertices"])
         x = t_ref["vertices"] - body.smpl.v_template
         shaped = body.smpl.v_template + torch.einsum("vcb,nb->nvc", body.smpl.shapedirs, betas)

@@ -4,7 +4,7 @@ Backends:
 
 * ``"default"``: the bundled multi-person BlazePose detector (:mod:`fitlib.blazepose`), no extra
   install, no download. Its 33 landmarks are mapped to COCO-17 (or COCO-17 + feet).
-* ``"mmpose"``: a local mmpose config + checkpoint (``pip install fitlib[mmpose]``), run top-down
+* ``"mmpose"``: a local mmpose config + checkpoint (installed by ``scripts/install_mmpose.sh``), run top-down
   on person boxes (given, or found by the default detector), see :mod:`fitlib.mmpose_io`.
 
 Conventions: images are RGB (see :func:`fitlib.image_io.load_image`); keypoints are
@@ -19,19 +19,7 @@ import cv2
 import numpy as np
 
 from .image_io import ImageLike, load_image
-
-LAYOUT_SIZES: dict[str, int] = {"coco17": 17, "coco17_feet": 23, "mediapipe33": 33, "body25": 25, "smpl24": 24}
-"""Number of keypoints of each layout name fitlib knows (defined by fitlib's layout module)."""
-
-COCO17_NAMES: tuple[str, ...] = (
-    "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
-    "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip",
-    "left_knee", "right_knee", "left_ankle", "right_ankle",
-)
-FEET_NAMES: tuple[str, ...] = (
-    "left_big_toe", "left_small_toe", "left_heel", "right_big_toe", "right_small_toe", "right_heel",
-)
-"""The 6 points that ``"coco17_feet"`` appends to COCO-17 (COCO-WholeBody's order)."""
+from .layouts import get_layout
 
 MEDIAPIPE33_TO_COCO17: tuple[int, ...] = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
 # BlazePose has heels and a "foot index" (tip of the foot), no small toe (-1: confidence 0).
@@ -46,7 +34,7 @@ class Keypoints:
         keypoints: ``(P, J, 3)`` float64: x px, y px, confidence in [0, 1] (0: not detected).
         boxes: ``(P, 4)`` float64 person boxes ``(x1, y1, x2, y2)`` in pixels.
         scores: ``(P,)`` float64 person scores in [0, 1].
-        layout: keypoint layout name (a key of :data:`LAYOUT_SIZES`), e.g. ``"coco17"``.
+        layout: keypoint layout name (see :mod:`fitlib.layouts`), e.g. ``"coco17"``.
         image_size: ``(height, width)`` of the image in pixels, or ``None`` if unknown.
     """
 
@@ -65,10 +53,9 @@ class Keypoints:
         self.scores = np.asarray(self.scores, np.float64).reshape(-1)
         if self.boxes.shape != (p, 4) or self.scores.shape != (p,):
             raise ValueError(f"{p} people but boxes {self.boxes.shape} and scores {self.scores.shape}")
-        if self.layout not in LAYOUT_SIZES:
-            raise ValueError(f"unknown layout {self.layout!r}; known: {sorted(LAYOUT_SIZES)}")
-        if LAYOUT_SIZES[self.layout] != j:
-            raise ValueError(f"layout {self.layout!r} has {LAYOUT_SIZES[self.layout]} keypoints, got {j}")
+        n = len(get_layout(self.layout))
+        if n != j:
+            raise ValueError(f"layout {self.layout!r} has {n} keypoints, got {j}")
         conf = self.keypoints[..., 2]
         if not np.all(np.isfinite(self.keypoints[..., :2])[conf > 0]) or np.any((conf < 0) | (conf > 1)):
             raise ValueError("keypoint confidences must be in [0, 1] and detected keypoints finite")

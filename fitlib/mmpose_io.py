@@ -1,5 +1,5 @@
 """mmpose results in and out of fitlib: parsing every structure mmpose produces, and running a
-local mmpose model (optional extra ``fitlib[mmpose]``; parsing needs no mmpose).
+local mmpose model (installed by ``scripts/install_mmpose.sh``; parsing needs no mmpose).
 
 Accepted by :func:`keypoints_from_mmpose`:
 
@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from .detect import COCO17_NAMES, FEET_NAMES, Keypoints
+from .detect import Keypoints
+from .layouts import COCO17_NAMES, FEET_NAMES
 
 # Index layouts by keypoint count, used when no keypoint names are available.
 _BY_COUNT: dict[int, tuple[int, ...]] = {
@@ -389,7 +390,7 @@ def import_mmpose():
         return importlib.import_module("mmpose.apis")
     except ImportError as err:
         raise ImportError(
-            "the mmpose backend (fitlib[mmpose]) needs mmpose 1.x with mmcv, mmengine and mmdet: run "
+            "the mmpose backend needs mmpose 1.x with mmcv, mmengine and mmdet: run "
             f"scripts/install_mmpose.sh (see the README); import failed with: {err}") from err
     finally:
         for name, module in shims.items():

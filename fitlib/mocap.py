@@ -28,13 +28,13 @@ import numpy as np
 import roma
 import torch
 
-from fitlib.skeleton import NUM_JOINTS, SMPL_JOINT_NAMES, SMPL_PARENTS
+from fitlib.skeleton import NUM_JOINTS, SMPL_JOINT_NAMES, SMPL_PARENTS, global_rotations
 
 __all__ = [
     "MocapClip", "DEEPMIMIC_CLIPS", "HOLOSOMA_CLIPS", "TRAIN_CLIPS", "EVAL_CLIPS", "OBSERVED_JOINTS",
     "LICENCES", "REST_JOINTS", "MIXAMO_JOINT_NAMES", "HOLOSOMA_FPS",
     "deepmimic_to_smpl", "read_deepmimic", "holosoma_to_smpl", "read_holosoma",
-    "global_rotations", "forward_kinematics", "mirror_pose", "load_mocap",
+    "forward_kinematics", "mirror_pose", "load_mocap",
 ]
 
 _J = {name: i for i, name in enumerate(SMPL_JOINT_NAMES)}
@@ -150,24 +150,6 @@ def _rotate(rot: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 def _rotz(angle: float) -> torch.Tensor:
     return roma.rotvec_to_rotmat(torch.tensor([0.0, 0.0, angle], dtype=torch.float64))
-
-
-def global_rotations(pose: torch.Tensor) -> torch.Tensor:
-    """World rotation of every joint's frame.
-
-    Args:
-        pose: [..., 72] axis-angle (radians), joint 0 = global orientation.
-
-    Returns:
-        [..., 24, 3, 3] rotation matrices (parent chain products of the local rotations).
-    """
-    if pose.shape[-1] != 3 * NUM_JOINTS:
-        raise ValueError(f"pose must have last dimension 72, got shape {tuple(pose.shape)}")
-    rot = roma.rotvec_to_rotmat(pose.reshape(*pose.shape[:-1], NUM_JOINTS, 3))
-    glob = [rot[..., 0, :, :]]
-    for j in range(1, NUM_JOINTS):
-        glob.append(glob[SMPL_PARENTS[j]] @ rot[..., j, :, :])
-    return torch.stack(glob, dim=-3)
 
 
 def forward_kinematics(pose: torch.Tensor, rest_joints: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from fitlib.paths import cache_dir
-from fitlib.skeleton import NUM_BETAS, SMPL_JOINT_NAMES, SMPL_PARENTS
+from fitlib.skeleton import NUM_BETAS, SMPL_JOINT_NAMES, SMPL_PARENTS, global_rotations
 
 BUILD_VERSION = 1
 """Bumped whenever the recipe changes, so that stale caches are rebuilt."""
@@ -281,17 +281,6 @@ def sample_plausible_poses(n: int, seed: int, dtype: torch.dtype = torch.float64
     return pose
 
 
-def _global_rotations(pose: torch.Tensor) -> torch.Tensor:
-    """Global joint rotations [B, 24, 3, 3] from local axis-angle [B, 24, 3]."""
-    from smplx.lbs import batch_rodrigues
-
-    local = batch_rodrigues(pose.reshape(-1, 3)).reshape(*pose.shape[:-1], 3, 3)
-    glob = [local[:, 0]]
-    for j in range(1, 24):
-        glob.append(glob[SMPL_PARENTS[j]] @ local[:, j])
-    return torch.stack(glob, 1)
-
-
 def _fit_joint_regressor(verts: torch.Tensor, joints: torch.Tensor, k: int, ridge: float) -> torch.Tensor:
     """Signed local regressor [24, V], rows summing to one, from T-posed bodies.
 
@@ -453,7 +442,7 @@ def build_open_model(config: BuildConfig | None = None, progress: bool = True) -
         pose = poses[s:s + b]
         rest = poser.rest(batch)
         delta = poser.tpose_rotations(rest["rest_bone_heads"])
-        out = poser.pose(batch, rest["rest_bone_poses"], delta, _global_rotations(pose))
+        out = poser.pose(batch, rest["rest_bone_poses"], delta, global_rotations(pose))
         t_verts = verts[which[s:s + b]]
         A = _skin_transforms(torch.einsum("jv,nvc->njc", J_regressor, t_verts), pose)
         T = torch.einsum("vj,njab->nvab", weights, A)

@@ -12,6 +12,9 @@ Conventions (shared by every body model fitlib loads):
 """
 from __future__ import annotations
 
+import roma
+import torch
+
 SMPL_JOINT_NAMES: tuple[str, ...] = (
     "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee",
     "spine2", "left_ankle", "right_ankle", "spine3", "left_foot", "right_foot",
@@ -27,3 +30,23 @@ SMPL_PARENTS: tuple[int, ...] = (
 
 NUM_JOINTS: int = 24
 NUM_BETAS: int = 10
+
+
+def global_rotations(pose: torch.Tensor) -> torch.Tensor:
+    """World rotation of every joint's frame: products of the local rotations along the tree.
+
+    Args:
+        pose: [..., 72] or [..., 24, 3] axis-angle (radians), joint 0 = global orientation.
+
+    Returns:
+        [..., 24, 3, 3] rotation matrices.
+    """
+    if pose.shape[-2:] != (NUM_JOINTS, 3):
+        if pose.shape[-1] != 3 * NUM_JOINTS:
+            raise ValueError(f"pose must have shape [..., 72] or [..., 24, 3], got {tuple(pose.shape)}")
+        pose = pose.reshape(*pose.shape[:-1], NUM_JOINTS, 3)
+    rot = roma.rotvec_to_rotmat(pose)
+    glob = [rot[..., 0, :, :]]
+    for j in range(1, NUM_JOINTS):
+        glob.append(glob[SMPL_PARENTS[j]] @ rot[..., j, :, :])
+    return torch.stack(glob, dim=-3)

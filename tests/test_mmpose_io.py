@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from fitlib.detect import COCO17_NAMES, FEET_NAMES, detect
+from fitlib.detect import detect
+from fitlib.layouts import COCO17_NAMES, FEET_NAMES
 from fitlib.mmpose_io import keypoints_from_mmpose, run_mmpose
 
 DATA = Path(__file__).parent / "data"

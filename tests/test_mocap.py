@@ -5,7 +5,7 @@ import roma
 import torch
 
 from fitlib import mocap
-from fitlib.skeleton import SMPL_JOINT_NAMES
+from fitlib.skeleton import SMPL_JOINT_NAMES, global_rotations
 
 J = {n: i for i, n in enumerate(SMPL_JOINT_NAMES)}
 
@@ -124,7 +124,7 @@ def _mixamo_positions(pose: torch.Tensor) -> np.ndarray:
     for j in range(1, 24):
         rest[j] = rest[mocap.SMPL_PARENTS[j]] + off[SMPL_JOINT_NAMES[j]]
     p = mocap.forward_kinematics(pose, rest)
-    glob = mocap.global_rotations(pose)
+    glob = global_rotations(pose)
     names = {"Hips": "pelvis", "Spine": "spine1", "Spine1": "spine3", "Neck": "neck", "Head": "head"}
     for s, side in (("Left", "left"), ("Right", "right")):
         names.update({f"{s}UpLeg": f"{side}_hip", f"{s}Leg": f"{side}_knee", f"{s}Foot": f"{side}_ankle",
@@ -160,7 +160,7 @@ def test_holosoma_bad_shape():
 
 
 def _local_position(pose, joint, frame):
-    joints, glob = mocap.forward_kinematics(pose), mocap.global_rotations(pose)
+    joints, glob = mocap.forward_kinematics(pose), global_rotations(pose)
     return (glob[:, J[frame]].transpose(-1, -2) @ (joints[:, J[joint]] - joints[:, J[frame]])[..., None])[..., 0]
 
 

@@ -10,7 +10,8 @@ from scipy.spatial import cKDTree
 from fitlib.body_model import load_body_model
 from fitlib.camera import default_intrinsics, project
 from fitlib.layouts import LAYOUTS, get_layout
-from fitlib.open_model import (BuildConfig, _AnnyPoser, _anny_model, _global_rotations, _sample_phenotypes,
+from fitlib.skeleton import global_rotations
+from fitlib.open_model import (BuildConfig, _AnnyPoser, _anny_model, _sample_phenotypes,
                                bone_to_joint, build_open_model, ensure_open_model, open_model_path,
                                sample_plausible_poses, save_model_file)
 from fitlib.skeleton import SMPL_JOINT_NAMES, SMPL_PARENTS
@@ -104,7 +105,7 @@ def test_agrees_with_anny_on_held_out_bodies(body):
     rest = poser.rest(phen)
     delta = poser.tpose_rotations(rest["rest_bone_heads"])
     t_ref = poser.pose(phen, rest["rest_bone_poses"], delta)
-    ref = poser.pose(phen, rest["rest_bone_poses"], delta, _global_rotations(pose))
+    ref = poser.pose(phen, rest["rest_bone_poses"], delta, global_rotations(pose))
     D = body.smpl.shapedirs.reshape(-1, 10)
     betas = torch.linalg.lstsq(D, (t_ref["vertices"] - body.smpl.v_template).reshape(n, -1).T).solution.T
     out = body(pose, betas, vertices=True)
