@@ -83,7 +83,11 @@ def _prior_terms(config: FitConfig, device, dtype):
     if config.pose_prior in ("gmm", "limits") or config.pose_starts > 0:
         mixture = priors.load_pose_prior().to(device=device, dtype=dtype)
     if config.pose_prior == "gmm":
-        penalty = mixture
+        # shifted by its value at the best mode: a normalised NLL can be negative, which would make the
+        # relative early-stop test (ftol x |loss|) meaningless; the shift leaves the gradients alone
+        with torch.no_grad():
+            floor = mixture(mixture.start_poses(mixture.gmm_means.shape[0])).min()
+        penalty = lambda bp: mixture(bp) - floor  # noqa: E731
     elif config.pose_prior == "limits":
         penalty = lambda bp: priors.joint_limit_prior(bp, mixture.joint_ranges)  # noqa: E731
     elif config.pose_prior == "l2":
