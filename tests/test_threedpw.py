@@ -100,3 +100,62 @@ def test_bad_inputs(tmp_path, tiny_set):
     bad.write_bytes(pickle.dumps({"sequence": "x"}))
     with pytest.raises(ValueError, match="not a 3DPW sequence file"):
         threedpw.load_sequence_file(bad)
+
+
+def test_associate_matches_by_2d_distance():
+    import detect_3dpw
+
+    ref = np.zeros((2, 17, 3))
+    ref[0, :, :2] = np.stack([np.linspace(100, 200, 17), np.linspace(100, 400, 17)], -1)
+    ref[1, :, :2] = ref[0, :, :2] + [500, 0]
+    ref[..., 2] = 1.0
+    dets = np.stack([ref[1] + [3, -2, 0], ref[0] + [2, 2, 0], ref[0] + [900, 900, 0]])
+    assert detect_3dpw.associate(dets, ref).tolist() == [1, 0]
+    assert detect_3dpw.associate(dets[2:], ref).tolist() == [-1, -1]  # too far from both
+    assert detect_3dpw.associate(np.zeros((0, 17, 3)), ref).tolist() == [-1, -1]
+
+
+def test_detections_file_feeds_the_benchmark(tmp_path):
+    """detect_3dpw over a set's images (a stand-in detector returning the true projections of the
+    people in shuffled order plus a stray person), then threedpw on that file."""
+    import cv2
+    import detect_3dpw
+    import torch
+
+    from fitlib.camera import project
+    from fitlib.detect import Keypoints
+
+    root = tmp_path / "pw3d"
+    paths = make_synthetic.make_synthetic(root, sequences=2, frames=3, seed=5)
+    truth = {}
+    for path in paths:
+        data = threedpw.load_sequence_file(path)
+        seq = threedpw.build_sequence(data, "open")
+        kp2d = project(seq.gt_keypoints, seq.K).numpy()
+        frames = np.asarray(data["img_frame_ids"]).reshape(-1)
+        for row, (p, t) in enumerate(zip(seq.person, seq.frame)):
+            truth.setdefault((seq.name, int(frames[t])), {})[int(p)] = kp2d[row]
+        folder = root / "imageFiles" / seq.name
+        folder.mkdir(parents=True)
+        for f in frames:
+            cv2.imwrite(str(folder / f"image_{int(f):05d}.jpg"), np.zeros((8, 8, 3), np.uint8))
+    assert any(len(people) == 2 for people in truth.values())
+
+    def stand_in_detector(image: Path) -> Keypoints:
+        people = truth[(image.parent.name, int(image.stem.split("_")[1]))]
+        kps = [np.concatenate([people[p], np.ones((17, 1))], -1) for p in sorted(people, reverse=True)]
+        kps.append(kps[0] + [2000.0, 2000.0, 0.0])  # somebody who is not in the dataset
+        kps = np.stack(kps)
+        boxes = np.concatenate([kps[..., :2].min(1), kps[..., :2].max(1)], -1)
+        return Keypoints(kps, boxes, np.ones(len(kps)), "coco17")
+
+    tracks = detect_3dpw.detect_sequences(root, "test", stand_in_detector)
+    for (seq_name, frame), people in truth.items():
+        data = threedpw.load_sequence_file(root / "sequenceFiles" / "test" / f"{seq_name}.pkl")
+        t = int(np.nonzero(np.asarray(data["img_frame_ids"]).reshape(-1) == frame)[0][0])
+        for p, kp in people.items():
+            np.testing.assert_allclose(tracks[f"{seq_name}/{p}"][t, :, :2], kp, atol=1e-6)
+    out = tmp_path / "dets.npz"
+    np.savez_compressed(out, layout=np.array("coco17"), **tracks)
+    res = threedpw.run_benchmark(root, keypoints=str(out), methods=["gt"], verbose=False)
+    assert res["summary"]["gt"]["reproj_px"] < 1e-3  # the file's keypoints are the true projections
