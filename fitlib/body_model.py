@@ -89,6 +89,7 @@ class _KeypointMap:
     vertex_ids: torch.Tensor  # [U] vertices the points use
     vertex_weights: torch.Tensor  # [K, U]
     mask: torch.Tensor  # [K] bool, points the model can produce
+    mask_float: torch.Tensor  # [K, 1] the same as 0/1 in the model's dtype
     pair_point: torch.Tensor  # [Q] keypoint of each (keypoint, joint) pair
     pair_joint: torch.Tensor  # [Q] joint of each pair
     pair_weight: torch.Tensor  # [Q] c_kj = sum_u w_ku W_uj
@@ -153,6 +154,8 @@ class BodyModel(torch.nn.Module):
         self.register_buffer("_unorder", torch.argsort(torch.tensor(order)), persistent=False)
         parents_lo = [pos[SMPL_PARENTS[j]] if j else 0 for j in order]
         self.register_buffer("_parent_lo", torch.tensor(parents_lo), persistent=False)
+        self.register_buffer("_has_parent", (torch.tensor(order) > 0).to(dtype)[:, None], persistent=False)
+        self.register_buffer("_eye3", torch.eye(3, dtype=dtype), persistent=False)
         self._points = self._point_definitions(data)
         self._maps: dict[tuple, _KeypointMap] = {}
 
@@ -216,7 +219,7 @@ class BodyModel(torch.nn.Module):
             pw = vw[k_idx] * W[:, j_idx].T  # [Q, U] per-pair vertex weights
             posedirs = self.smpl.posedirs.view(207, -1, 3)[:, ids]  # [207, U, 3]
             self._maps[key] = _KeypointMap(
-                jw.to(dev), ids, vw, mask.to(dev), k_idx, j_idx, c[k_idx, j_idx],
+                jw.to(dev), ids, vw, mask.to(dev), mask.to(dev, vw.dtype)[:, None], k_idx, j_idx, c[k_idx, j_idx],
                 pw @ self.smpl.v_template[ids], torch.einsum("qu,ucb->qcb", pw, self.smpl.shapedirs[ids]),
                 torch.einsum("qu,puc->pqc", pw, posedirs).reshape(207, -1))
         return self._maps[key]
@@ -227,7 +230,8 @@ class BodyModel(torch.nn.Module):
 
     # ---------------------------------------------------------------- forward
     def forward(self, pose: torch.Tensor, betas: torch.Tensor, transl: torch.Tensor | None = None, *,
-                layout: str | KeypointLayout | None = None, vertices: bool = False) -> BodyOutput:
+                layout: str | KeypointLayout | None = None, vertices: bool = False,
+                validate: bool = True) -> BodyOutput:
         """Pose the model.
 
         Args:
@@ -237,10 +241,16 @@ class BodyModel(torch.nn.Module):
             layout: a keypoint layout to produce, or None.
             vertices: compute the full mesh (through ``smplx.SMPL``); otherwise the fast
                 joints-and-keypoints path.
+            validate: check shapes and finiteness (ValueError naming the problem). An
+                optimiser that checked its inputs once passes False: pose [B, 24, 3],
+                betas [B, 10], transl [B, 3] or None, in the model's dtype.
         Returns:
             :class:`BodyOutput` with the same leading batch dims.
         """
-        pose, betas, transl, batch = self._check_inputs(pose, betas, transl)
+        if validate:
+            pose, betas, transl, batch = self._check_inputs(pose, betas, transl)
+        else:
+            batch = pose.shape[:1]
         kmap = self.keypoint_map(layout) if layout is not None else None
         if vertices:
             out = self.smpl(global_orient=pose[:, 0], body_pose=pose[:, 1:].reshape(-1, 69), betas=betas)
@@ -259,7 +269,7 @@ class BodyModel(torch.nn.Module):
         if transl is not None:
             t = transl[:, None]
             joints = joints + t
-            keypoints = keypoints + t * kmap.mask[:, None].to(t.dtype) if keypoints is not None else None
+            keypoints = keypoints + t * kmap.mask_float if keypoints is not None else None
             verts = verts + t if verts is not None else None
         shape = lambda x: None if x is None else x.reshape(*batch, *x.shape[1:])  # noqa: E731
         return BodyOutput(shape(joints), shape(keypoints), kmap.mask if kmap else None, shape(verts))
@@ -300,7 +310,7 @@ class BodyModel(torch.nn.Module):
         B = pose.shape[0]
         rot = roma.rotvec_to_rotmat(pose)  # [B, 24, 3, 3]
         rest_lo = self.rest_joints(betas)[:, self._order]  # level order
-        offsets = rest_lo - rest_lo[:, self._parent_lo] * (self._order > 0)[:, None].to(rest_lo.dtype)
+        offsets = rest_lo - rest_lo[:, self._parent_lo] * self._has_parent
         local = torch.cat([rot[:, self._order], offsets[..., None]], -1)  # [B, 24, 3, 4]
         g_rot, g_pos = [local[:, :1, :, :3]], [local[:, :1, :, 3]]
         for (s, e), par in zip(self._level_slices[1:], self._level_parents[1:]):
@@ -318,7 +328,7 @@ class BodyModel(torch.nn.Module):
         joints = joints_lo[:, self._unorder]
         if kmap is None or kmap.pair_joint.numel() == 0:
             return joints, None
-        feats = (rot[:, 1:] - torch.eye(3, dtype=rot.dtype, device=rot.device)).reshape(B, 207)
+        feats = (rot[:, 1:] - self._eye3).reshape(B, 207)
         a = kmap.pair_template + torch.einsum("qcb,nb->nqc", kmap.pair_shapedirs, betas) \
             + (feats @ kmap.pair_posedirs).view(B, -1, 3)  # [B, Q, 3] blended rest offsets
         # skinning a point blended over joint j: R_j (a - c rest_j) + c J_j

@@ -165,9 +165,9 @@ class _Problem:
         self.model, self.layout, self.config, self.stage = model, layout, config, stage
         self.prior, self.angle = prior, angle
         self.w = {k: float(v) for k, v in stage.weights.items() if v}
-        sel = torch.zeros(len(layout), dtype=torch.bool)
-        sel[_point_indices(layout, stage.keypoints) if stage.keypoints else slice(None)] = True
-        self.select = sel
+        sel = torch.zeros(len(layout), dtype=model.joint_template.dtype, device=model.joint_template.device)
+        sel[_point_indices(layout, stage.keypoints) if stage.keypoints else slice(None)] = 1.0
+        self.select = sel  # [J] 1 for the points the stage's data term uses
         # A stage that moves only the whole body (orientation, translation) poses the keypoints once
         # and then rotates them about the pelvis: exact, and no body model per iteration.
         self.rigid = not ({"body_pose", "betas"} & set(stage.params)) and not config.full_mesh
@@ -179,7 +179,7 @@ class _Problem:
             return d
         with torch.no_grad():
             pose = torch.cat([torch.zeros_like(p["global_orient"])[:, None], p["body_pose"].reshape(-1, 23, 3)], 1)
-            body_kp = self.model(pose, p["betas"], layout=self.layout).keypoints
+            body_kp = self.model(pose, p["betas"], layout=self.layout, validate=False).keypoints
             root = self.model.rest_joints(p["betas"])[:, 0]
         return {**d, "body_kp": body_kp, "root": root}
 
@@ -190,13 +190,14 @@ class _Problem:
             root = d["root"][:, None]
             return (d["body_kp"] - root) @ R.transpose(-1, -2) + root + p["transl"][:, None]
         pose = torch.cat([p["global_orient"][:, None], p["body_pose"].reshape(-1, 23, 3)], 1)
-        return self.model(pose, p["betas"], p["transl"], layout=self.layout, vertices=self.config.full_mesh).keypoints
+        return self.model(pose, p["betas"], p["transl"], layout=self.layout, vertices=self.config.full_mesh,
+                          validate=False).keypoints
 
     def __call__(self, p: dict[str, torch.Tensor], d: dict[str, torch.Tensor]) -> torch.Tensor:
         proj = project(self.keypoints(p, d), d["K"])
         r2 = ((proj - d["xy"]) * d["scale"][:, None, None]).pow(2).sum(-1)
         s2 = self.config.robust_sigma**2
-        w = d["weights"] * self.select.to(d["weights"].device)
+        w = d["weights"] * self.select
         loss = self.w.get("data", 0.0) * (w * (s2 * r2 / (s2 + r2))).sum(-1)
         if "depth" in self.w:
             loss = loss + self.w["depth"] * (p["transl"][:, 2] - d["depth0"]).pow(2)
@@ -442,13 +443,20 @@ def _best_of_starts(problem, params, data, stage, config, owner: torch.Tensor, s
     P = params["transl"].shape[0]
     dev = owner.device
     l, c, n = run(problem, starts, {k: v[owner] for k, v in data.items()}, stage, config)
-    key = torch.nan_to_num(l, nan=float("inf"))
-    best = torch.full((P,), float("inf"), dtype=l.dtype, device=dev).scatter_reduce(0, owner, key, reduce="amin")
-    rows = torch.arange(len(owner), device=dev)
-    first_best = torch.where(key <= best[owner], rows, torch.full_like(rows, len(owner)))
-    pick = torch.full((P,), len(owner), dtype=torch.long, device=dev).scatter_reduce(0, owner, first_best, reduce="amin")
     iters = torch.zeros(P, dtype=n.dtype, device=dev).index_add_(0, owner, n)
+    pick = _best_rows(torch.nan_to_num(l, nan=float("inf")), owner, 1)
+    pick = pick[torch.argsort(owner[pick])]  # one row per person, in person order
     return {k: v[pick] for k, v in starts.items()}, l[pick], c[pick], iters
+
+
+def _best_rows(loss: torch.Tensor, owner: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the ``k`` lowest-loss rows of each owner (ties: the earlier row)."""
+    order = torch.argsort(loss, stable=True)
+    order = order[torch.argsort(owner[order], stable=True)]  # grouped by owner, by loss within a group
+    grouped = owner[order]
+    start = torch.searchsorted(grouped, grouped)  # first position of each row's group
+    rank = torch.arange(len(order), device=order.device) - start
+    return order[rank < k]
 
 
 def _heading_starts(params, data, config, layout, usable, free_heading: bool):
