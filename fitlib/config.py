@@ -51,6 +51,7 @@ class FitConfig:
     robust_sigma: float = 100.0
     square_confidence: bool = True
     pose_prior: str = "gmm"
+    pose_prior_file: str | None = None  # a prior trained with priors/train_pose_prior.py (default: the shipped one)
     optimizer: str = "adam"
     flip_threshold: float = 0.6
     camera_headings: list[float] = field(default_factory=lambda: [0.0])

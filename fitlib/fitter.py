@@ -81,7 +81,7 @@ def _prior_terms(config: FitConfig, device, dtype):
 
     mixture = None
     if config.pose_prior in ("gmm", "limits") or config.pose_starts > 0:
-        mixture = priors.load_pose_prior().to(device=device, dtype=dtype)
+        mixture = priors.load_pose_prior(config.pose_prior_file).to(device=device, dtype=dtype)
     if config.pose_prior == "gmm":
         # shifted by its value at the best mode: a normalised NLL can be negative, which would make the
         # relative early-stop test (ftol x |loss|) meaningless; the shift leaves the gradients alone

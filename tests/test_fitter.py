@@ -114,3 +114,19 @@ def test_lbfgs_runs(open_model, scene):
     out = fit_keypoints(open_model, kp[:2], K, LAYOUT, load_config().replace(optimizer="lbfgs"))
     assert np.isfinite(out.reprojection_error.numpy()).all()
     assert float(out.reprojection_error.max()) < 10.0
+
+
+def test_prior_file_setting(open_model, scene, tmp_path):
+    import shutil
+    from importlib import resources
+
+    from fitlib.config import load_config
+
+    kp, K, _, res = scene
+    copy = tmp_path / "my_prior.npz"
+    shutil.copy(resources.files("fitlib.priors_data") / "pose_prior.npz", copy)
+    out = fit_keypoints(open_model, kp[:2], K, LAYOUT, load_config().replace(pose_prior_file=str(copy)))
+    ref = fit_keypoints(open_model, kp[:2], K, LAYOUT)
+    assert torch.allclose(out.pose, ref.pose)
+    with pytest.raises(FileNotFoundError):
+        fit_keypoints(open_model, kp[:2], K, LAYOUT, load_config().replace(pose_prior_file=str(tmp_path / "no.npz")))
