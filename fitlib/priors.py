@@ -77,10 +77,10 @@ class PosePrior(torch.nn.Module):
         return rest - log_mix
 
     def start_poses(self, n: int) -> torch.Tensor:
-        """Body poses [n, 69] at the means of the ``n`` heaviest mixture components (other features at 0)."""
+        """Body poses [n, 69] at the means of the ``n`` mixture components of highest peak density
+        (weight x Gaussian normaliser; the other features at 0), highest first."""
         d = self.gmm_means.shape[1]
         n = min(n, self.gmm_means.shape[0])
-        # heaviest first: gmm_log_norm = log weight + log normaliser; rank by the weight proxy at the mean
         order = torch.argsort(self.gmm_log_norm, descending=True)[:n]
         f = torch.zeros(n, 69, dtype=self.transform.dtype, device=self.transform.device)
         f[:, :d] = self.gmm_means[order]
