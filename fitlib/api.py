@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from fitlib.body_model import load_body_model
-from fitlib.camera import default_intrinsics, project
+from fitlib.camera import default_intrinsics
 from fitlib.config import FitConfig, load_config
 from fitlib.detect import Keypoints, detect
 from fitlib.fitter import fit_keypoints
@@ -17,7 +17,7 @@ from fitlib.layouts import get_layout
 from fitlib.result import FitResult
 
 
-def _as_keypoints(keypoints: Any, layout: str, image_size: tuple[int, int]) -> tuple[np.ndarray, str]:
+def _as_keypoints(keypoints: Any, layout: str) -> tuple[np.ndarray, str]:
     """[P, J, 3] array and layout name from an array, a Keypoints, or mmpose output."""
     if isinstance(keypoints, Keypoints):
         return np.asarray(keypoints.keypoints, dtype=np.float64), keypoints.layout
@@ -105,7 +105,7 @@ def fit_batch(images: list, keypoints: list | None = None, *, layout: str = "coc
     for img_in, kp_in, K_in, init_in in zip(images, keypoints, K, init):
         img = load_image(img_in)
         h, w = img.shape[:2]
-        kps, lay = _as_keypoints(detect(img) if kp_in is None else kp_in, layout, (h, w))
+        kps, lay = _as_keypoints(detect(img) if kp_in is None else kp_in, layout)
         Kt = default_intrinsics(h, w, dtype=torch.float64) if K_in is None else \
             torch.as_tensor(np.asarray(K_in, dtype=np.float64))
         if Kt.shape != (3, 3):
@@ -127,10 +127,6 @@ def fit_batch(images: list, keypoints: list | None = None, *, layout: str = "coc
         sizes = torch.tensor([it["size"] for it, c in zip(group, counts) for _ in range(c)], dtype=dtype, device=dev)
         init_all = _stack_inits([it["init"] for it in group], counts)
         out = fit_keypoints(bm, kp, Ks, lay, cfg, init_all, image_size=sizes)
-        with torch.no_grad():
-            body = bm(out.pose, out.betas, out.transl, layout=lay)
-            proj = project(body.keypoints, Ks)
-            proj[:, ~body.keypoint_mask] = float("nan")
         np_ = lambda t: t.detach().cpu().numpy()  # noqa: E731
         start = 0
         for i, it, c in zip(idx, group, counts):
@@ -139,8 +135,8 @@ def fit_batch(images: list, keypoints: list | None = None, *, layout: str = "coc
             results[i] = FitResult(
                 pose=np_(out.pose[r]).reshape(c, 72).astype(np.float64), betas=np_(out.betas[r]).astype(np.float64),
                 transl=np_(out.transl[r]).astype(np.float64), K=it["K"].numpy(), image_size=it["size"], layout=lay,
-                keypoints=it["kps"], projected=np_(proj[r]).astype(np.float64),
-                joints=np_(body.joints[r]).astype(np.float64),
+                keypoints=it["kps"], projected=np_(out.projected[r]).astype(np.float64),
+                joints=np_(out.joints[r]).astype(np.float64),
                 reprojection_error=np_(out.reprojection_error[r]).astype(np.float64),
                 loss=np_(out.loss[r]).astype(np.float64), converged=np_(out.converged[r]), fitted=np_(out.fitted[r]),
                 model=str(model))

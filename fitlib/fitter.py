@@ -45,6 +45,8 @@ class FitOutput:
         converged: [P] bool, the early-stop test was met in the last stage.
         fitted: [P] bool, False for people without enough usable keypoints (their parameters are the initial ones).
         iterations: [P] optimiser iterations spent on the person, all stages.
+        joints: [P, 24, 3] fitted SMPL joints in the camera frame (metres).
+        projected: [P, J, 2] fitted keypoints projected (pixels; NaN for points the model cannot produce).
     """
 
     pose: torch.Tensor
@@ -55,6 +57,8 @@ class FitOutput:
     converged: torch.Tensor
     fitted: torch.Tensor
     iterations: torch.Tensor
+    joints: torch.Tensor
+    projected: torch.Tensor
 
 
 def relaxed_pose(n: int, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
@@ -422,11 +426,13 @@ def fit_keypoints(model: BodyModel, keypoints: torch.Tensor, K: torch.Tensor, la
     pose = torch.cat([params_all["global_orient"][:, None], params_all["body_pose"].reshape(P, 23, 3)], 1)
     with torch.no_grad():
         out = model(pose, params_all["betas"], params_all["transl"], layout=layout)
-        dist = (project(out.keypoints, K) - xy).norm(dim=-1)
+        projected = project(out.keypoints, K)
+        dist = (projected - xy).norm(dim=-1)
         reproj = (dist * vis).sum(1) / vis.sum(1).clamp(min=1)
+        projected[:, ~out.keypoint_mask] = float("nan")
     reproj = torch.where(fitted, reproj, torch.full_like(reproj, float("nan")))
     return FitOutput(pose.detach(), params_all["betas"].detach(), params_all["transl"].detach(), loss, reproj,
-                     converged, fitted, iterations)
+                     converged, fitted, iterations, out.joints, projected)
 
 
 def _best_of_starts(problem, params, data, stage, config, owner: torch.Tensor, starts: dict[str, torch.Tensor]):

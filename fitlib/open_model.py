@@ -393,7 +393,7 @@ def build_open_model(config: BuildConfig | None = None, progress: bool = True) -
 
     # 1-3: T-posed adults.
     phen = _sample_phenotypes(model, config.num_shapes, config, config.seed)
-    verts, joints, rest_cache = [], [], []
+    verts, joints = [], []
     for s, batch in _batches(phen, config.batch_size):
         rest = poser.rest(batch)
         delta = poser.tpose_rotations(rest["rest_bone_heads"])

@@ -120,7 +120,6 @@ def test_detections_file_feeds_the_benchmark(tmp_path):
     people in shuffled order plus a stray person), then threedpw on that file."""
     import cv2
     import detect_3dpw
-    import torch
 
     from fitlib.camera import project
     from fitlib.detect import Keypoints
