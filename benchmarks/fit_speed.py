@@ -29,7 +29,6 @@ import argparse  # noqa: E402
 import math  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
-import warnings  # noqa: E402
 
 import roma  # noqa: E402
 import torch  # noqa: E402
@@ -37,7 +36,7 @@ import torch  # noqa: E402
 from fitlib import eval as metrics  # noqa: E402
 from fitlib.body_model import BodyModel, load_body_model  # noqa: E402
 from fitlib.camera import project  # noqa: E402
-from fitlib.config import FitConfig, load_config  # noqa: E402
+from fitlib.config import load_config  # noqa: E402
 from fitlib.fitter import fit_keypoints  # noqa: E402
 from fitlib.open_model import sample_plausible_poses  # noqa: E402
 
@@ -67,18 +66,6 @@ def make_inputs(model: BodyModel, n: int, seed: int = 0, noise_px: float = 2.0):
     return kp, K_3DPW.clone(), out.joints
 
 
-def _config(name: str) -> FitConfig:
-    cfg = load_config(name)
-    try:
-        from fitlib.priors import load_pose_prior
-
-        load_pose_prior()
-    except (FileNotFoundError, ImportError, AttributeError):
-        warnings.warn("pose prior not available: both variants run with pose_prior='l2' (placeholder)")
-        cfg = cfg.replace(pose_prior="l2")
-    return cfg
-
-
 def run_once(model, kp, K, cfg):
     t0 = time.perf_counter()
     out = fit_keypoints(model, kp, K, "coco17", cfg, image_size=IMAGE_SIZE)
@@ -105,7 +92,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_body_model("open")
-    variants = {"reference": _config("spin"), **{v: _config(v) for v in args.variants}}
+    variants = {"reference": load_config("spin"), **{v: load_config(v) for v in args.variants}}
     kp_all, K, gt_all = make_inputs(model, max(args.batches), args.seed)
     for cfg in variants.values():  # warm-up
         run_once(model, kp_all[:2], K, cfg)

@@ -46,7 +46,6 @@ import csv  # noqa: E402
 import json  # noqa: E402
 import pickle  # noqa: E402
 import time  # noqa: E402
-import warnings  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Callable  # noqa: E402
@@ -206,21 +205,9 @@ Method = Callable[[BodyModel, MethodInput], dict[str, torch.Tensor]]
 """A method: (body model, inputs) -> camera-frame SMPL parameters ``pose`` [N, 24, 3], ``betas`` [N, 10], ``transl`` [N, 3]."""
 
 
-def _with_available_prior(config: FitConfig) -> FitConfig:
-    if config.pose_prior == "gmm":
-        try:
-            from fitlib.priors import load_pose_prior
-
-            load_pose_prior()
-        except (FileNotFoundError, ImportError, AttributeError):
-            warnings.warn("pose prior not available: running with pose_prior='l2' (placeholder)")
-            return config.replace(pose_prior="l2")
-    return config
-
-
 def fitter_method(config: str | FitConfig) -> Method:
     """A method running :func:`fitlib.fitter.fit_keypoints` with a config from the mean/relaxed pose."""
-    cfg = _with_available_prior(load_config(config))
+    cfg = load_config(config)
 
     def run(model: BodyModel, inp: MethodInput) -> dict[str, torch.Tensor]:
         out = fit_keypoints(model, inp.keypoints, inp.K, LAYOUT, cfg, image_size=inp.image_size)
