@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for cfg in variants.values():  # warm-up
         run_once(model, kp_all[:2], K, cfg)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, open model "
-          f"({model.num_vertices} vertices), pose prior: {variants['default'].pose_prior}", flush=True)
+          f"({model.num_vertices} vertices), pose prior: {variants[args.variants[0]].pose_prior}", flush=True)
     rows = []
     for b in args.batches:
         kp, gt = kp_all[:b], gt_all[:b]
