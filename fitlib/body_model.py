@@ -91,11 +91,12 @@ class _KeypointMap:
     mask: torch.Tensor  # [K] bool, points the model can produce
     mask_float: torch.Tensor  # [K, 1] the same as 0/1 in the model's dtype
     pair_point: torch.Tensor  # [Q] keypoint of each (keypoint, joint) pair
-    pair_joint: torch.Tensor  # [Q] joint of each pair
+    pair_joint: torch.Tensor  # [Q] joint of each pair (SMPL order)
+    pair_joint_lo: torch.Tensor  # [Q] the same in the body model's level order
     pair_weight: torch.Tensor  # [Q] c_kj = sum_u w_ku W_uj
     pair_template: torch.Tensor  # [Q, 3] sum_u w_ku W_uj v_template_u
     pair_shapedirs: torch.Tensor  # [Q, 3, 10]
-    pair_posedirs: torch.Tensor  # [207, Q * 3]
+    pair_posedirs_lo: torch.Tensor  # [207, Q * 3], rows in level order (joints 1-23 as the fast path orders them)
 
 
 def _kinematic_levels(parents: tuple[int, ...]) -> list[list[int]]:
@@ -149,13 +150,21 @@ class BodyModel(torch.nn.Module):
             elif par == list(range(par[0], par[0] + len(par))):
                 self._level_parents.append(("slice", par[0], par[0] + len(par)))
             else:
-                self._level_parents.append(("index", torch.tensor(par)))
+                self.register_buffer(f"_level_parents_{d}", torch.tensor(par), persistent=False)
+                self._level_parents.append(("index", f"_level_parents_{d}"))
         self.register_buffer("_order", torch.tensor(order), persistent=False)
         self.register_buffer("_unorder", torch.argsort(torch.tensor(order)), persistent=False)
-        parents_lo = [pos[SMPL_PARENTS[j]] if j else 0 for j in order]
-        self.register_buffer("_parent_lo", torch.tensor(parents_lo), persistent=False)
-        self.register_buffer("_has_parent", (torch.tensor(order) > 0).to(dtype)[:, None], persistent=False)
+        # Rest joints and parent offsets in level order are linear in betas: one affine map [B, 10] -> [B, 48 * 3].
+        to_offset = torch.eye(24, dtype=jreg.dtype)
+        for i, j in enumerate(order[1:], 1):
+            to_offset[i, pos[SMPL_PARENTS[j]]] = -1.0
+        rest_and_offset = torch.cat([torch.eye(24, dtype=jreg.dtype), to_offset])[:, order]  # [48, 24]
+        self.register_buffer("_lo_bias", (rest_and_offset @ self.joint_template).reshape(-1), persistent=False)
+        self.register_buffer("_lo_dirs", torch.einsum("ij,jcb->bic", rest_and_offset, self.joint_shapedirs)
+                             .reshape(NUM_BETAS, -1), persistent=False)
         self.register_buffer("_eye3", torch.eye(3, dtype=dtype), persistent=False)
+        self.register_buffer("_bottom_row", torch.tensor([[0.0, 0.0, 0.0, 1.0]], dtype=dtype), persistent=False)
+        self._level_sizes = [e - s for s, e in self._level_slices]
         self._points = self._point_definitions(data)
         self._maps: dict[tuple, _KeypointMap] = {}
 
@@ -218,10 +227,13 @@ class BodyModel(torch.nn.Module):
             k_idx, j_idx = torch.nonzero(vw.abs() @ W > 0, as_tuple=True)
             pw = vw[k_idx] * W[:, j_idx].T  # [Q, U] per-pair vertex weights
             posedirs = self.smpl.posedirs.view(207, -1, 3)[:, ids]  # [207, U, 3]
+            # posedirs' rows are 9 per joint 1-23 in SMPL order; the fast path feeds them in level order
+            rows = (9 * (self._order[1:, None] - 1) + torch.arange(9, device=dev)).flatten()
             self._maps[key] = _KeypointMap(
-                jw.to(dev), ids, vw, mask.to(dev), mask.to(dev, vw.dtype)[:, None], k_idx, j_idx, c[k_idx, j_idx],
-                pw @ self.smpl.v_template[ids], torch.einsum("qu,ucb->qcb", pw, self.smpl.shapedirs[ids]),
-                torch.einsum("qu,puc->pqc", pw, posedirs).reshape(207, -1))
+                jw.to(dev), ids, vw, mask.to(dev), mask.to(dev, vw.dtype)[:, None], k_idx, j_idx,
+                self._unorder[j_idx], c[k_idx, j_idx], pw @ self.smpl.v_template[ids],
+                torch.einsum("qu,ucb->qcb", pw, self.smpl.shapedirs[ids]),
+                torch.einsum("qu,puc->pqc", pw, posedirs).reshape(207, -1)[rows])
         return self._maps[key]
 
     def _apply(self, fn, recurse=True):
@@ -306,35 +318,41 @@ class BodyModel(torch.nn.Module):
         return self.joint_template + torch.einsum("jcb,...b->...jc", self.joint_shapedirs, betas)
 
     def _fast(self, pose: torch.Tensor, betas: torch.Tensor, kmap: _KeypointMap | None):
-        """Joints [B, 24, 3] and the keypoints' surface part [B, K, 3] (or None), without the mesh."""
+        """Joints [B, 24, 3] and the keypoints' surface part [B, K, 3] (or None), without the mesh.
+
+        Works in level order throughout; gathers use ``index_select`` (on CPU many times faster
+        than advanced indexing, forward and backward)."""
         B = pose.shape[0]
-        rot = roma.rotvec_to_rotmat(pose)  # [B, 24, 3, 3]
-        rest_lo = self.rest_joints(betas)[:, self._order]  # level order
-        offsets = rest_lo - rest_lo[:, self._parent_lo] * self._has_parent
-        local = torch.cat([rot[:, self._order], offsets[..., None]], -1)  # [B, 24, 3, 4]
-        g_rot, g_pos = [local[:, :1, :, :3]], [local[:, :1, :, 3]]
-        for (s, e), par in zip(self._level_slices[1:], self._level_parents[1:]):
-            pr, pp = g_rot[-1], g_pos[-1]
+        rot_lo = roma.rotvec_to_rotmat(pose.index_select(1, self._order))  # [B, 24, 3, 3]
+        lin = torch.addmm(self._lo_bias, betas, self._lo_dirs).view(B, 48, 3)
+        rest_lo, offsets = lin[:, :24], lin[:, 24:]
+        # local transforms as 4x4 (rotation | offset, then 0 0 0 1): a level's world transforms [B, n, 3, 4]
+        # are its parents' [B, n, 3, 4] times its local ones, one batched product per level
+        local = torch.cat([torch.cat([rot_lo, offsets[..., None]], -1), self._bottom_row.expand(B, 24, 1, 4)], -2)
+        levels = torch.split(local, self._level_sizes, dim=1)
+        world = [levels[0][:, :, :3]]
+        for loc, par in zip(levels[1:], self._level_parents[1:]):
+            pw = world[-1]
             if par[0] == "expand":
-                pr, pp = pr[:, par[1]:par[1] + 1].expand(-1, par[2], -1, -1), pp[:, par[1]:par[1] + 1]
+                pw = pw[:, par[1]:par[1] + 1].expand(-1, par[2], -1, -1)
             elif par[0] == "slice":
-                pr, pp = pr[:, par[1]:par[2]], pp[:, par[1]:par[2]]
+                pw = pw if (par[1], par[2]) == (0, pw.shape[1]) else pw[:, par[1]:par[2]]
             else:
-                pr, pp = pr[:, par[1]], pp[:, par[1]]
-            m = pr @ local[:, s:e]  # [B, n, 3, 4]: parent rotation times (local rotation | offset)
-            g_rot.append(m[..., :3])
-            g_pos.append(pp + m[..., 3])
-        g_rot_lo, joints_lo = torch.cat(g_rot, 1), torch.cat(g_pos, 1)
-        joints = joints_lo[:, self._unorder]
+                pw = pw.index_select(1, getattr(self, par[1]))
+            world.append(pw @ loc)
+        world_lo = torch.cat(world, 1)  # [B, 24, 3, 4]
+        joints_lo = world_lo[..., 3]
+        joints = joints_lo.index_select(1, self._unorder)
         if kmap is None or kmap.pair_joint.numel() == 0:
             return joints, None
-        feats = (rot[:, 1:] - self._eye3).reshape(B, 207)
+        feats = (rot_lo[:, 1:] - self._eye3).reshape(B, 207)
         a = kmap.pair_template + torch.einsum("qcb,nb->nqc", kmap.pair_shapedirs, betas) \
-            + (feats @ kmap.pair_posedirs).view(B, -1, 3)  # [B, Q, 3] blended rest offsets
-        # skinning a point blended over joint j: R_j (a - c rest_j) + c J_j
-        q = self._unorder[kmap.pair_joint]  # pairs' joints in level order
+            + (feats @ kmap.pair_posedirs_lo).view(B, -1, 3)  # [B, Q, 3] blended rest offsets
+        # skinning a point blended over joint j: R_j (a - c rest_j) + c J_j = [R_j | J_j] (a - c rest_j, c)
+        q = kmap.pair_joint_lo
         c = kmap.pair_weight[:, None]
-        x = (g_rot_lo[:, q] @ (a - c * rest_lo[:, q])[..., None])[..., 0] + c * joints_lo[:, q]
+        h = torch.cat([a - c * rest_lo.index_select(1, q), c.expand(B, -1, 1)], -1)  # [B, Q, 4]
+        x = (world_lo.index_select(1, q) @ h[..., None])[..., 0]
         return joints, x.new_zeros(B, kmap.mask.shape[0], 3).index_add(1, kmap.pair_point, x)
 
 
