@@ -15,6 +15,7 @@ Camera frame: OpenCV (x right, y down, z forward), metres; keypoints in pixels.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -290,10 +291,41 @@ def _run_adam(problem: _Problem, params: dict[str, torch.Tensor], data: dict[str
     return loss_out, converged, iters
 
 
+SINGLE_THREAD_ROWS = 4096
+"""On CPU, a stage on the fast path with fewer rows (people x starts) than this runs on one thread.
+
+Its tensors are tiny ([rows, 24, 3, 4] and the like), so a second OpenMP thread costs more to wake
+(OMP_WAIT_POLICY=PASSIVE, a shared machine) than it saves: measured on 2 cores, every stage of the
+default fit of 64 people (64-832 rows) and the body stage of 512 people ran 1.2-1.6x faster on one
+thread, while the 6656-row screening stage of 512 people ran 1.6x faster on two (benchmarks/RESULTS.md).
+The full-mesh reference mode keeps torch's setting.  The thread count is process-wide: it is
+restored when the stage ends."""
+
+
+@contextlib.contextmanager
+def _threads_for(rows: int, device: torch.device, config: FitConfig):
+    single = device.type == "cpu" and not config.full_mesh and rows < SINGLE_THREAD_ROWS
+    before = torch.get_num_threads()
+    if single and before > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 def _runner(config: FitConfig, stage: Stage | None = None):
-    """The optimiser of a stage: its own ``optimizer`` setting, else the config's."""
+    """The optimiser of a stage (its own ``optimizer`` setting, else the config's), run on the
+    number of CPU threads that suits its size (:data:`SINGLE_THREAD_ROWS`)."""
     name = (stage.optimizer if stage is not None and stage.optimizer else None) or config.optimizer
-    return _run_adam if name == "adam" else _run_lbfgs
+    run = _run_adam if name == "adam" else _run_lbfgs
+
+    def run_stage(problem, params, data, stage, config):
+        with _threads_for(params["transl"].shape[0], params["transl"].device, config):
+            return run(problem, params, data, stage, config)
+
+    return run_stage
 
 
 def _run_lbfgs(problem: _Problem, params: dict[str, torch.Tensor], data: dict[str, torch.Tensor],

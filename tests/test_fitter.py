@@ -95,6 +95,33 @@ def test_garbage_person_does_not_spoil_the_batch(open_model, scene):
     assert torch.allclose(out.pose[:3], res.pose[:3], atol=1e-3)
 
 
+def test_thread_count_is_restored(open_model, scene):
+    """Small stages run on one CPU thread (fitter.SINGLE_THREAD_ROWS); the caller's setting comes back,
+    also when a stage fails."""
+    from fitlib import fitter
+
+    kp, K, _, res = scene
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        out = fit_keypoints(open_model, kp[5:6], K, LAYOUT, image_size=(1080, 1920))
+        assert torch.get_num_threads() == 2
+        assert torch.allclose(out.pose[0], res.pose[5], atol=1e-3)  # same fit whatever the thread count
+        seen = []
+
+        def failing(*args):
+            seen.append(torch.get_num_threads())
+            raise RuntimeError("stage failed")
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(fitter, "_run_adam", failing)
+            with pytest.raises(RuntimeError, match="stage failed"):
+                fit_keypoints(open_model, kp[:1], K, LAYOUT)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_bad_inputs(open_model):
     K = default_intrinsics(100, 100)
     with pytest.raises(ValueError, match="shape"):
