@@ -233,12 +233,15 @@ METHODS: dict[str, Callable[[], Method]] = {
 
 def method_factory(name: str) -> Callable[[], Method]:
     """A method by name: a key of :data:`METHODS`, or a fitting config with top-level overrides,
-    ``CONFIG@key=value@...`` (e.g. ``default@pose_prior=none@pose_starts=0``, for ablations)."""
+    ``CONFIG@key=value@...`` (e.g. ``default@pose_prior=none@pose_starts=0``, for ablations), where
+    CONFIG is a shipped config's name or a path to a config ``.yaml`` (for trying schedules)."""
     if name in METHODS:
         return METHODS[name]
     base, *overrides = name.split("@")
-    if not overrides or base not in ("spin", "default", "fast"):
-        raise ValueError(f"unknown method {name!r}; known: {sorted(METHODS)} or CONFIG@key=value@...")
+    is_file = base.endswith((".yaml", ".yml"))
+    if not (overrides or is_file) or not (is_file or base in ("spin", "default", "fast")):
+        raise ValueError(f"unknown method {name!r}; known: {sorted(METHODS)}, a config .yaml file, "
+                         f"or CONFIG@key=value@...")
     changes = {}
     for item in overrides:
         key, sep, value = item.partition("=")
