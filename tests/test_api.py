@@ -17,6 +17,26 @@ def test_fit_detects_and_fits_real_photo(data_dir):
     assert res.transl[0, 2] > 0.5  # in front of the camera
 
 
+def test_bus_photo_two_people_in_full_view(data_dir):
+    """bus.jpg (tests/data/LICENSES.md): the two people in full view are found and fitted upright, the
+    taller one in the image nearer the camera. The two cut by the image border are not found: the
+    bundled detector finds people by their head (README, Detection)."""
+    res = fitlib.fit(data_dir / "bus.jpg")
+    assert len(res) == 2 and res.fitted.all()
+    h, w = res.image_size
+    assert (h, w) == (1080, 810)
+    conf = res.keypoints[..., 2] > 0.5
+    centre_x = np.array([kp[c, 0].mean() for kp, c in zip(res.keypoints, conf)])
+    left, right = np.argsort(centre_x)
+    assert 60 < centre_x[left] < 240 and 200 < centre_x[right] < 420
+    assert np.all(res.reprojection_error < 0.01 * max(h, w))
+    head, knees, ankles = res.joints[:, 15, 1], res.joints[:, [4, 5], 1].mean(1), res.joints[:, [7, 8], 1].mean(1)
+    assert np.all(head < knees) and np.all(knees < ankles)  # upright (camera y points down)
+    height_px = np.array([np.ptp(kp[c, 1]) for kp, c in zip(res.keypoints, conf)])
+    near, far = np.argsort(res.transl[:, 2])
+    assert height_px[near] > height_px[far]  # the one that looks taller stands nearer
+
+
 def test_mmpose_dicts_and_init(data_dir):
     det = fitlib.detect(data_dir / "messi5.jpg")
     mm = [{"keypoints": det.keypoints[0, :, :2].tolist(), "keypoint_scores": det.keypoints[0, :, 2].tolist(),
