@@ -232,23 +232,24 @@ METHODS: dict[str, Callable[[], Method]] = {
 
 
 def method_factory(name: str) -> Callable[[], Method]:
-    """A method by name: a key of :data:`METHODS`, or a fitting config with top-level overrides,
-    ``CONFIG@key=value@...`` (e.g. ``default@pose_prior=none@pose_starts=0``, for ablations), where
-    CONFIG is a shipped config's name or a path to a config ``.yaml`` (for trying schedules)."""
+    """A method by name: a key of :data:`METHODS`, or a fitting config (a shipped config's name such as
+    ``precise``, or a path to a ``.yaml``) with optional top-level overrides, ``CONFIG@key=value@...``
+    (e.g. ``default@pose_prior=none@pose_starts=0``, for ablations)."""
     if name in METHODS:
         return METHODS[name]
     base, *overrides = name.split("@")
-    is_file = base.endswith((".yaml", ".yml"))
-    if not (overrides or is_file) or not (is_file or base in ("spin", "default", "fast")):
-        raise ValueError(f"unknown method {name!r}; known: {sorted(METHODS)}, a config .yaml file, "
-                         f"or CONFIG@key=value@...")
+    try:
+        config = load_config(base)
+    except (ValueError, FileNotFoundError):
+        raise ValueError(f"unknown method {name!r}; known: {sorted(METHODS)}, a shipped config, a config "
+                         f".yaml file, or CONFIG@key=value@...") from None
     changes = {}
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"method {name!r}: override {item!r} is not key=value")
         changes[key] = yaml.safe_load(value)
-    return lambda: fitter_method(load_config(base).replace(**changes))
+    return lambda: fitter_method(config.replace(**changes))
 
 
 # ---------------------------------------------------------------------------------------- evaluation
