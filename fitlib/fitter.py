@@ -166,10 +166,12 @@ class _Problem:
     """Per-person loss of one stage over a (compacted) batch."""
 
     def __init__(self, model: BodyModel, layout: KeypointLayout, config: FitConfig, stage: Stage,
-                 prior: Callable, angle: Callable) -> None:
+                 prior: Callable, angle: Callable, init_pose_given: bool) -> None:
         self.model, self.layout, self.config, self.stage = model, layout, config, stage
         self.prior, self.angle = prior, angle
         self.w = {k: float(v) for k, v in stage.weights.items() if v}
+        if not init_pose_given:  # the pull is towards a caller's estimate, not towards the fitter's own start
+            self.w.pop("init_pull", None)
         sel = torch.zeros(len(layout), dtype=model.joint_template.dtype, device=model.joint_template.device)
         sel[_point_indices(layout, stage.keypoints) if stage.keypoints else slice(None)] = 1.0
         self.select = sel  # [J] 1 for the points the stage's data term uses
@@ -398,8 +400,9 @@ def fit_keypoints(model: BodyModel, keypoints: torch.Tensor, K: torch.Tensor, la
 
     init = dict(init or {})
     pose0 = init.get("pose")
+    init_pose_given = pose0 is not None
     pose0 = relaxed_pose(P, dtype, dev) if pose0 is None else torch.as_tensor(pose0, dtype=dtype, device=dev).reshape(P, 24, 3).clone()
-    if init.get("pose") is None:
+    if not init_pose_given:
         pose0[:, 0] = torch.tensor(FACING_CAMERA, dtype=dtype, device=dev)
     betas0 = init.get("betas")
     betas0 = torch.zeros(P, 10, dtype=dtype, device=dev) if betas0 is None else torch.as_tensor(betas0, dtype=dtype, device=dev).reshape(P, 10).clone()
@@ -434,12 +437,12 @@ def fit_keypoints(model: BodyModel, keypoints: torch.Tensor, K: torch.Tensor, la
         total_iters = torch.zeros(idx.numel(), dtype=torch.long, device=dev)
         body_started = False
         for i, stage in enumerate(config.stages):
-            problem = _Problem(model, layout, config, stage, prior, angle)
+            problem = _Problem(model, layout, config, stage, prior, angle, init_pose_given)
             data = problem.prepare(params, data)
             if i == 0 and "global_orient" in stage.params:
-                owner, starts = _heading_starts(params, data, config, layout, usable[idx], init.get("pose") is None)
+                owner, starts = _heading_starts(params, data, config, layout, usable[idx], not init_pose_given)
                 params, l, c, n = _best_of_starts(problem, params, data, stage, config, owner, starts)
-            elif "body_pose" in stage.params and not body_started and init.get("pose") is None \
+            elif "body_pose" in stage.params and not body_started and not init_pose_given \
                     and config.pose_starts > 0:
                 owner, starts = _pose_starts(params, mixture.start_poses(config.pose_starts))
                 params, l, c, n = _best_of_starts(problem, params, data, stage, config, owner, starts)
@@ -448,7 +451,7 @@ def fit_keypoints(model: BodyModel, keypoints: torch.Tensor, K: torch.Tensor, la
             total_iters += n
             body_started = body_started or "body_pose" in stage.params
         with torch.no_grad():
-            final = _Problem(model, layout, config, config.stages[-1], prior, angle)
+            final = _Problem(model, layout, config, config.stages[-1], prior, angle, init_pose_given)
             loss[idx] = final(params, final.prepare(params, data))
         converged[idx] = c
         iterations[idx] = total_iters

@@ -75,6 +75,33 @@ def test_starting_at_the_truth_stays_there(open_model, scene):
     assert float((fitted.joints - joints).norm(dim=-1).mean()) < 0.02
 
 
+def test_init_pull_only_with_an_init(open_model, scene):
+    """init_pull keeps a given estimate's pose; without init= it is ignored (it would pull towards the
+    fitter's own start)."""
+    from fitlib.config import load_config
+
+    kp, K, joints, _ = scene
+    no_pull = load_config()
+    for stage in no_pull.stages:
+        stage.weights.pop("init_pull", None)
+    assert load_config().stages[-1].weights["init_pull"] > 0
+    a = fit_keypoints(open_model, kp[:4], K, LAYOUT, image_size=(1080, 1920))
+    b = fit_keypoints(open_model, kp[:4], K, LAYOUT, no_pull, image_size=(1080, 1920))
+    assert torch.equal(a.pose, b.pose) and torch.equal(a.betas, b.betas)
+    truth = {k: v[:4] for k, v in _truth(open_model, 64, 3).items()}
+    g = torch.Generator().manual_seed(0)
+    body_noise = 0.07 * torch.randn(4, 24, 3, generator=g)
+    body_noise[:, 0] = 0.0  # a regressor-like estimate: right orientation, body joints off by ~0.1 rad
+    start = dict(truth, pose=truth["pose"] + body_noise)
+    pulled = fit_keypoints(open_model, kp[:4], K, LAYOUT, init=start, image_size=(1080, 1920))
+    free = fit_keypoints(open_model, kp[:4], K, LAYOUT, no_pull, init=start, image_size=(1080, 1920))
+    moved = lambda out: float((out.pose[:, 1:] - start["pose"][:, 1:]).norm(dim=-1).mean())  # noqa: E731
+    assert moved(pulled) < 0.5 * moved(free)
+    err = lambda out: float(pa_mpjpe(lsp14(open_model(out.pose, out.betas, out.transl).joints.double()),  # noqa: E731
+                                     lsp14(joints[:4].double())).mean())
+    assert err(pulled) < err(free)  # a good estimate is refined, not destroyed
+
+
 def test_alone_equals_in_batch(open_model, scene):
     kp, K, _, res = scene
     alone = fit_keypoints(open_model, kp[5:6], K, LAYOUT, image_size=(1080, 1920))
