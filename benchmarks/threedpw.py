@@ -17,7 +17,9 @@ camera frame, posed with the neutral model of ``--smpl-dir``.  Methods (rows of 
 * ``default``: fitlib's default fitter (``configs/default.yaml``);
 * ``gt``: the ground truth re-expressed in the camera frame (a sanity check: 0 mm on the
   synthetic set, the neutral-vs-gendered model gap on real 3DPW);
-* later ``regressor`` and ``regressor+fit``: add a function to :data:`METHODS`.
+* ``noisy_gt``, ``noisy_gt_strong``: the ground truth with seeded errors, stand-ins for a regressor;
+* ``INIT+CONFIG`` (e.g. ``noisy_gt+default``): the fit started from method INIT's estimate, as
+  ``fitlib.fit(..., init=...)`` will refine a regressor's (add ``regressor`` to :data:`METHODS`).
 
 Metrics per person-frame, averaged over all scored person-frames (the 3DPW protocol):
 MPJPE and PA-MPJPE on the 14 LSP joints (:func:`fitlib.eval.lsp14`, root = mean of the hips)
@@ -43,6 +45,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import csv  # noqa: E402
+import functools  # noqa: E402
 import json  # noqa: E402
 import pickle  # noqa: E402
 import time  # noqa: E402
@@ -193,7 +196,7 @@ def build_sequence(data: dict, smpl_dir: str, keypoints: dict | None = None, max
 # ------------------------------------------------------------------------------------------- methods
 @dataclass
 class MethodInput:
-    """What a method sees: N people's keypoints with their camera; ``gt`` only for the oracle."""
+    """What a method sees: N people's keypoints with their camera; ``gt`` only for the oracles."""
 
     keypoints: torch.Tensor  # [N, 17, 3] COCO-17
     K: torch.Tensor  # [N, 3, 3]
@@ -205,12 +208,14 @@ Method = Callable[[BodyModel, MethodInput], dict[str, torch.Tensor]]
 """A method: (body model, inputs) -> camera-frame SMPL parameters ``pose`` [N, 24, 3], ``betas`` [N, 10], ``transl`` [N, 3]."""
 
 
-def fitter_method(config: str | FitConfig) -> Method:
-    """A method running :func:`fitlib.fitter.fit_keypoints` with a config from the mean/relaxed pose."""
+def fitter_method(config: str | FitConfig, init: Method | None = None) -> Method:
+    """A method running :func:`fitlib.fitter.fit_keypoints` with a config, from the fitter's own starts
+    or, given ``init``, from that method's estimate (``fit(..., init=...)``, as a regressor will)."""
     cfg = load_config(config)
 
     def run(model: BodyModel, inp: MethodInput) -> dict[str, torch.Tensor]:
-        out = fit_keypoints(model, inp.keypoints, inp.K, LAYOUT, cfg, image_size=inp.image_size)
+        start = None if init is None else {k: v for k, v in init(model, inp).items() if k != "fitted"}
+        out = fit_keypoints(model, inp.keypoints, inp.K, LAYOUT, cfg, init=start, image_size=inp.image_size)
         return {"pose": out.pose, "betas": out.betas, "transl": out.transl, "fitted": out.fitted}
 
     run.config = cfg  # type: ignore[attr-defined]
@@ -222,34 +227,65 @@ def oracle_method(model: BodyModel, inp: MethodInput) -> dict[str, torch.Tensor]
     return {k: inp.gt[k] for k in ("pose", "betas", "transl")}
 
 
+def perturbed_oracle_method(model: BodyModel, inp: MethodInput, pose_sigma: float = 0.15) -> dict[str, torch.Tensor]:
+    """A stand-in for a regressor until fitlib has one: the ground truth with seeded, independent errors
+    (body joints ``pose_sigma`` rad per axis-angle component, orientation 0.1 rad, betas 0.5, depth 10 %),
+    to measure how the fitter treats a good but imperfect ``init``. A real regressor's errors are
+    correlated and biased; weights tuned on this stand-in are to be checked again on one."""
+    g = torch.Generator().manual_seed(0)
+    gt = {k: inp.gt[k].clone() for k in ("pose", "betas", "transl")}
+    n = gt["pose"].shape[0]
+    noise = lambda *shape: torch.randn(*shape, generator=g, dtype=gt["pose"].dtype)  # noqa: E731
+    pose = gt["pose"].clone()
+    pose[:, 1:] += pose_sigma * noise(n, 23, 3)
+    pose[:, 0] = roma.rotvec_composition([0.1 * noise(n, 3), gt["pose"][:, 0]])
+    transl = gt["transl"] * (1 + 0.1 * noise(n, 1))
+    return {"pose": pose, "betas": gt["betas"] + 0.5 * noise(n, 10), "transl": transl}
+
+
 METHODS: dict[str, Callable[[], Method]] = {
     "spin": lambda: fitter_method("spin"),
     "default": lambda: fitter_method("default"),
     "fast": lambda: fitter_method("fast"),
     "gt": lambda: oracle_method,
+    "noisy_gt": lambda: perturbed_oracle_method,  # about as accurate as the default fitter here
+    "noisy_gt_strong": lambda: functools.partial(perturbed_oracle_method, pose_sigma=0.07),  # twice as accurate
 }
-"""Method factories by name (``regressor`` and ``regressor+fit`` get added here)."""
+"""Method factories by name (``regressor`` gets added here). ``INIT+CONFIG`` (e.g. ``noisy_gt+default``)
+refines the estimate of method INIT with a fitting config (see :func:`method_factory`)."""
+ORACLES = ("gt", "noisy_gt", "noisy_gt_strong")
+"""Methods that read the ground truth instead of fitting (no speed is reported for them)."""
 
 
 def method_factory(name: str) -> Callable[[], Method]:
-    """A method by name: a key of :data:`METHODS`, or a fitting config (a shipped config's name such as
-    ``precise``, or a path to a ``.yaml``) with optional top-level overrides, ``CONFIG@key=value@...``
-    (e.g. ``default@pose_prior=none@pose_starts=0``, for ablations)."""
+    """A method by name: a key of :data:`METHODS`; or a fitting config (a shipped config's name such as
+    ``precise``, or a path to a ``.yaml``) with optional overrides, ``CONFIG@key=value@...`` (top-level
+    settings, e.g. ``default@pose_prior=none@pose_starts=0``, or a loss weight in every stage that has
+    it, e.g. ``default@weights.init_pull=0``); or ``INIT+CONFIG...``, the fit started from method
+    INIT's estimate (e.g. ``noisy_gt+default``)."""
     if name in METHODS:
         return METHODS[name]
-    base, *overrides = name.split("@")
+    init_name, plus, spec = name.rpartition("+")
+    init = method_factory(init_name) if plus else None
+    base, *overrides = spec.split("@")
     try:
         config = load_config(base)
     except (ValueError, FileNotFoundError):
         raise ValueError(f"unknown method {name!r}; known: {sorted(METHODS)}, a shipped config, a config "
-                         f".yaml file, or CONFIG@key=value@...") from None
-    changes = {}
+                         f".yaml file, CONFIG@key=value@..., or INIT+CONFIG") from None
+    changes, weights = {}, {}
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"method {name!r}: override {item!r} is not key=value")
-        changes[key] = yaml.safe_load(value)
-    return lambda: fitter_method(config.replace(**changes))
+        if key.startswith("weights."):  # a loss weight, in every stage that has it
+            weights[key.removeprefix("weights.")] = float(yaml.safe_load(value))
+        else:
+            changes[key] = yaml.safe_load(value)
+    config = config.replace(**changes)
+    for stage in config.stages:
+        stage.weights.update({k: v for k, v in weights.items() if k in stage.weights})
+    return lambda: fitter_method(config, None if init is None else init())
 
 
 # ---------------------------------------------------------------------------------------- evaluation
@@ -315,7 +351,7 @@ def format_table(summary: dict[str, dict]) -> str:
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name, s in summary.items():
         vals = [f"{s[k]:.1f}" for k in METRICS]
-        speed = "-" if name == "gt" else f"{s['people_per_s']:.2f}"  # the oracle fits nothing
+        speed = "-" if name in ORACLES else f"{s['people_per_s']:.2f}"  # oracles fit nothing
         lines.append(f"| {name} | {s['people']} | " + " | ".join(vals) + f" | {speed} |")
     return "\n".join(lines)
 
