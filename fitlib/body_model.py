@@ -264,6 +264,10 @@ class BodyModel(torch.nn.Module):
         else:
             batch = pose.shape[:1]
         kmap = self.keypoint_map(layout) if layout is not None else None
+        if pose.shape[0] == 0:  # nobody: empty outputs (smplx cannot reshape an empty batch)
+            empty = lambda *shape: pose.new_zeros(*batch, *shape)  # noqa: E731
+            return BodyOutput(empty(24, 3), empty(len(kmap.mask), 3) if kmap else None, kmap.mask if kmap else None,
+                              empty(self.num_vertices, 3) if vertices else None)
         if vertices:
             out = self.smpl(global_orient=pose[:, 0], body_pose=pose[:, 1:].reshape(-1, 69), betas=betas)
             joints, verts = out.joints[:, :24], out.vertices

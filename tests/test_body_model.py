@@ -133,6 +133,14 @@ def test_broadcasting(dtype):
     torch.testing.assert_close(body(pose, betas).joints, body(pose, betas, torch.zeros(3, dtype=dtype)).joints)
 
 
+@pytest.mark.parametrize("vertices", [False, True])
+def test_empty_batch(vertices):
+    model = load_body_model("open")
+    out = model(torch.zeros(0, 24, 3), torch.zeros(0, 10), torch.zeros(0, 3), layout="coco17", vertices=vertices)
+    assert out.joints.shape == (0, 24, 3) and out.keypoints.shape == (0, 17, 3)
+    assert (out.vertices is None) != vertices and (not vertices or out.vertices.shape == (0, model.num_vertices, 3))
+
+
 def test_translation_and_rest_joints():
     body = load_body_model("open", dtype=torch.float64)
     _, betas, transl = _inputs(3, torch.float64, seed=5)
