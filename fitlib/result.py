@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,12 +87,17 @@ class FitResult:
         return paths
 
     # ------------------------------------------------------------- drawing
-    def render_overlay(self, image: np.ndarray, body_model=None, alpha: float = 0.6) -> np.ndarray:
-        """The image (HxWx3 uint8 RGB) with each fitted mesh shaded (painter's algorithm, Lambert
-        light from the camera) and the fitted skeleton drawn on top; returns a new RGB array."""
+    def render_overlay(self, image: str | Path | np.ndarray, body_model=None, alpha: float = 0.6) -> np.ndarray:
+        """The image the fit was made on (a path or an array, as :func:`fitlib.fit` takes it) with each
+        fitted mesh shaded (painter's algorithm, Lambert light from the camera) and the fitted skeleton
+        drawn on top; returns a new HxWx3 uint8 RGB array."""
         from fitlib.body_model import load_body_model
+        from fitlib.image_io import load_image
 
-        canvas = np.ascontiguousarray(image.copy())
+        canvas = np.ascontiguousarray(load_image(image).copy())
+        if canvas.shape[:2] != tuple(self.image_size):
+            raise ValueError(f"the overlay image is {canvas.shape[1]}x{canvas.shape[0]} px but the fit was made on "
+                             f"a {self.image_size[1]}x{self.image_size[0]} px image")
         if not self.fitted.any():
             return canvas
         bm = body_model or load_body_model(self.model)
@@ -146,14 +153,15 @@ class FitResult:
         """Save as ``.npz`` or ``.json`` (by suffix), atomically."""
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
-        if path.suffix == ".json":
-            tmp.write_text(json.dumps(self.to_dict(), allow_nan=True))
-        elif path.suffix == ".npz":
-            arrays = {f.name: np.asarray(getattr(self, f.name)) for f in dataclasses.fields(self)}
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **arrays)
-        else:
+        if path.suffix not in (".json", ".npz"):
             raise ValueError(f"save a FitResult as .npz or .json, not {path.suffix!r}")
+        with open(tmp, "wb") as fh:
+            if path.suffix == ".json":
+                fh.write(json.dumps(self.to_dict(), allow_nan=True).encode())
+            else:
+                np.savez_compressed(fh, **{f.name: np.asarray(getattr(self, f.name)) for f in dataclasses.fields(self)})
+            fh.flush()
+            os.fsync(fh.fileno())  # on disk before the rename makes it visible (a power cut leaves old or new)
         tmp.replace(path)
         return path
 
@@ -163,13 +171,18 @@ class FitResult:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"fit result not found: {path}")
-        if path.suffix == ".json":
-            raw = json.loads(path.read_text())
-        elif path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                raw = {k: z[k] for k in z.files}
-        else:
+        if path.suffix not in (".json", ".npz"):
             raise ValueError(f"a FitResult file is .npz or .json, not {path.suffix!r}")
+        try:
+            if path.suffix == ".json":
+                raw = json.loads(path.read_text())
+            else:
+                with np.load(path, allow_pickle=False) as z:
+                    raw = {k: z[k] for k in z.files}
+        except (ValueError, OSError, zipfile.BadZipFile) as exc:  # JSONDecodeError is a ValueError
+            raise ValueError(f"{path} is not a readable fit result ({type(exc).__name__}: {exc})") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path} is not a fit result")
         kinds = {"converged": bool, "fitted": bool}
         kw = {}
         for f in dataclasses.fields(cls):
@@ -182,4 +195,11 @@ class FitResult:
                 kw[f.name] = tuple(int(x) for x in np.asarray(v))
             else:
                 kw[f.name] = np.asarray(v, dtype=kinds.get(f.name, np.float64))
+        P = len(kw["reprojection_error"])
+        if P == 0:  # JSON keeps no trailing dims of empty arrays
+            J = len(get_layout(kw["layout"]))
+            trailing = {"pose": (72,), "betas": (10,), "transl": (3,), "keypoints": (J, 3), "projected": (J, 2),
+                        "joints": (24, 3)}
+            for name, shape in trailing.items():
+                kw[name] = kw[name].reshape(0, *shape)
         return cls(**kw)
