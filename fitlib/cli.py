@@ -11,15 +11,44 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 def _images(target: Path) -> list[Path]:
     if target.is_dir():
-        return sorted(p for p in target.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        images = sorted(p for p in target.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        by_stem: dict[str, list[str]] = {}
+        for p in images:
+            by_stem.setdefault(p.stem, []).append(p.name)
+        clashes = [names for names in by_stem.values() if len(names) > 1]
+        if clashes:  # outputs are named by stem: x.jpg and x.png would overwrite each other's
+            raise SystemExit(f"fitlib: images with the same name would write the same outputs: {clashes}; "
+                             f"rename or move them")
+        return images
     if not target.exists():
         raise SystemExit(f"fitlib: {target} does not exist")
     return [target]
 
 
+def _done(result_file: Path) -> bool:
+    """An image is done when its result file exists and loads (a damaged one is fitted again)."""
+    from fitlib.result import FitResult
+
+    if not result_file.exists():
+        return False
+    try:
+        FitResult.load(result_file)
+    except ValueError:
+        return False
+    return True
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def _cmd_fit(args) -> int:
     """Fit images in chunks of ``--batch-images`` (their people in one optimiser batch); an image whose
-    result JSON exists is skipped, so a killed run resumes where it stopped (results are written atomically)."""
+    result JSON exists is skipped, so a killed run resumes where it stopped (results are written atomically).
+    An image that cannot be read is reported and skipped (exit status 1 at the end), the others are fitted."""
     import cv2
     from tqdm import tqdm
 
@@ -31,7 +60,7 @@ def _cmd_fit(args) -> int:
     images = _images(Path(args.image))
     if args.keypoints and len(images) != 1:
         raise SystemExit("fitlib: --keypoints goes with a single image")
-    todo = [p for p in images if args.overwrite or not (out / f"{p.stem}.json").exists()]
+    todo = [p for p in images if args.overwrite or not _done(out / f"{p.stem}.json")]
     if len(todo) < len(images):
         print(f"{len(images) - len(todo)} of {len(images)} images already fitted in {out}: skipped")
     keypoints = None
@@ -39,10 +68,20 @@ def _cmd_fit(args) -> int:
         from fitlib.mmpose_io import keypoints_from_mmpose
 
         keypoints = [keypoints_from_mmpose(json.loads(Path(args.keypoints).read_text()))]
+    failed: list[str] = []
     with tqdm(total=len(todo), desc="fitting", unit="image", disable=len(todo) < 2) as bar:
         for start in range(0, len(todo), args.batch_images):
-            chunk = todo[start:start + args.batch_images]
-            pixels = [load_image(p) for p in chunk]
+            chunk, pixels = [], []
+            for path in todo[start:start + args.batch_images]:
+                try:
+                    pixels.append(load_image(path))
+                    chunk.append(path)
+                except (ValueError, FileNotFoundError) as exc:
+                    failed.append(path.name)
+                    tqdm.write(f"fitlib: skipped {path.name}: {exc}", file=sys.stderr)
+                    bar.update(1)
+            if not chunk:
+                continue
             results = fit_batch(pixels, keypoints, config=args.config, model=args.model)
             for path, image, result in zip(chunk, pixels, results):
                 result.export_meshes(out / f"{path.stem}_meshes", fmt=args.mesh_format)
@@ -53,6 +92,9 @@ def _cmd_fit(args) -> int:
                 tqdm.write(f"{path.name}: {int(result.fitted.sum())}/{len(result)} people fitted; "
                            f"reprojection error px [{errs}]")
                 bar.update(1)
+    if failed:
+        print(f"fitlib: {len(failed)} image(s) could not be read and were skipped: {failed}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -97,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=None, help="fitting config name or YAML path (default: default)")
     p.add_argument("--model", default="open", help="'open' or an SMPL model file/folder")
     p.add_argument("--mesh-format", default="obj", choices=["obj", "ply"])
-    p.add_argument("--batch-images", type=int, default=16, help="images whose people are fitted in one batch")
+    p.add_argument("--batch-images", type=_positive_int, default=16,
+                   help="images whose people are fitted in one batch")
     p.add_argument("--overwrite", action="store_true", help="refit images that already have a result")
     p.set_defaults(run=_cmd_fit)
     p = sub.add_parser("detect", help="detect people's 2D keypoints (bundled detector or mmpose)")
