@@ -46,14 +46,22 @@ def _as_init(init: Any, P: int) -> dict | None:
         return None
     if isinstance(init, FitResult):
         init = {"pose": init.pose, "betas": init.betas, "transl": init.transl}
+    if not isinstance(init, dict):
+        raise ValueError(f"init must be a FitResult or a dict with pose / betas / transl, got {type(init).__name__}")
     out = {}
     for key, size in (("pose", 72), ("betas", 10), ("transl", 3)):
-        if init.get(key) is not None:
-            v = np.asarray(init[key], dtype=np.float64).reshape(P, -1) if np.size(init[key]) == P * size else None
-            if v is None:
-                raise ValueError(f"init {key!r} must hold {size} numbers per person for {P} people, "
-                                 f"got shape {np.shape(init[key])}")
-            out[key] = torch.as_tensor(v)
+        value = init.get(key)
+        if value is None:
+            continue
+        if isinstance(value, torch.Tensor):  # e.g. a regressor's output
+            value = value.detach().cpu().numpy()
+        try:
+            v = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"init {key!r} is not numeric: {type(value).__name__}") from None
+        if v.size != P * size:
+            raise ValueError(f"init {key!r} must hold {size} numbers per person for {P} people, got shape {v.shape}")
+        out[key] = torch.as_tensor(v.reshape(P, size))
     return out
 
 
@@ -89,8 +97,9 @@ def fit_batch(images: list, keypoints: list | None = None, *, layout: str = "coc
     """Fit the people of several images in one optimiser batch (one batch per keypoint layout).
 
     Arguments are as for :func:`fit`, given per image as lists (``keypoints``, ``K``
-    and ``init`` may be None, or lists holding None for some images).  Returns one
-    :class:`FitResult` per image, in order.
+    and ``init`` may be None, or lists holding None for some images; images whose inits
+    give different parameters are fitted in separate batches, with the same results).
+    Returns one :class:`FitResult` per image, in order.
     """
     n = len(images)
     keypoints = [None] * n if keypoints is None else list(keypoints)
@@ -112,8 +121,12 @@ def fit_batch(images: list, keypoints: list | None = None, *, layout: str = "coc
             raise ValueError(f"K must be a 3x3 intrinsics matrix, got shape {tuple(Kt.shape)}")
         items.append({"kps": kps, "layout": lay, "K": Kt, "size": (h, w), "init": _as_init(init_in, len(kps))})
     results: list[FitResult | None] = [None] * n
-    for lay in dict.fromkeys(it["layout"] for it in items):
-        idx = [i for i, it in enumerate(items) if it["layout"] == lay]
+    # one optimiser batch per layout and per kind of init (people are independent problems, so the grouping
+    # changes no result; a person with an init pose is refined, one without is fitted from the fitter's starts)
+    kind = lambda it: (it["layout"], None if it["init"] is None else tuple(sorted(it["init"])))  # noqa: E731
+    for key in dict.fromkeys(kind(it) for it in items):
+        lay = key[0]
+        idx = [i for i, it in enumerate(items) if kind(it) == key]
         group = [items[i] for i in idx]
         counts = [len(it["kps"]) for it in group]
         P = sum(counts)
@@ -125,7 +138,7 @@ def fit_batch(images: list, keypoints: list | None = None, *, layout: str = "coc
         kp = torch.as_tensor(np.concatenate([it["kps"] for it in group]), dtype=dtype, device=dev)
         Ks = torch.cat([it["K"].expand(c, 3, 3) for it, c in zip(group, counts)]).to(dev, dtype)
         sizes = torch.tensor([it["size"] for it, c in zip(group, counts) for _ in range(c)], dtype=dtype, device=dev)
-        init_all = _stack_inits([it["init"] for it in group], counts)
+        init_all = _stack_inits([it["init"] for it in group])
         out = fit_keypoints(bm, kp, Ks, lay, cfg, init_all, image_size=sizes)
         np_ = lambda t: t.detach().cpu().numpy()  # noqa: E731
         start = 0
@@ -143,14 +156,11 @@ def fit_batch(images: list, keypoints: list | None = None, *, layout: str = "coc
     return results
 
 
-def _stack_inits(inits: list[dict | None], counts: list[int]) -> dict | None:
-    """One init dict for the whole batch (an init is given for every image of a batch or for none)."""
-    if all(i is None for i in inits):
+def _stack_inits(inits: list[dict | None]) -> dict | None:
+    """One init dict for a batch whose images all have no init or inits with the same keys."""
+    if inits[0] is None:
         return None
-    if any(i is None for i in inits):
-        raise ValueError("fit_batch: give an init for every image or for none")
-    keys = set.intersection(*(set(i) for i in inits))
-    return {k: torch.cat([i[k] for i in inits]) for k in keys}
+    return {k: torch.cat([i[k] for i in inits]) for k in inits[0]}
 
 
 def _empty_result(item: dict, layout: str, J: int, model) -> FitResult:

@@ -68,6 +68,29 @@ def test_cli_round_trip(data_dir, tmp_path):
     np.testing.assert_allclose(res.pose, direct.pose, atol=1e-5)
 
 
+def test_init_forms_and_mixed_inits_in_a_batch(data_dir):
+    """init as a FitResult, numpy or torch (a regressor's output); images with and without an init,
+    or with inits of different parameters, in one fit_batch give the same fits as alone."""
+    import torch
+
+    images = [data_dir / "messi5.jpg", data_dir / "astronaut.jpg"]
+    first = [fitlib.fit(p) for p in images]
+    as_numpy = {"pose": first[0].pose, "betas": first[0].betas + 0.5}
+    as_torch = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in as_numpy.items()}
+    a = fitlib.fit(images[0], init=as_numpy)
+    b = fitlib.fit(images[0], init=as_torch)
+    np.testing.assert_allclose(a.pose, b.pose, atol=1e-4)
+    batch = fitlib.fit_batch(images, init=[as_numpy, None])
+    np.testing.assert_allclose(batch[0].pose, a.pose, atol=1e-4)
+    np.testing.assert_allclose(batch[1].pose, first[1].pose, atol=1e-4)
+    mixed = fitlib.fit_batch(images, init=[as_numpy, {"betas": first[1].betas}])
+    np.testing.assert_allclose(mixed[0].betas, a.betas, atol=1e-4)  # betas init not dropped
+    with pytest.raises(ValueError, match="init 'pose' must hold 72 numbers per person"):
+        fitlib.fit(images[0], init={"pose": np.zeros((2, 72))})
+    with pytest.raises(ValueError, match="positive focal"):
+        fitlib.fit(images[0], K=np.diag([500.0, -500.0, 1.0]))
+
+
 def test_fit_batch_matches_single_image_fits(data_dir):
     images = [data_dir / "messi5.jpg", data_dir / "astronaut.jpg"]
     batch = fitlib.fit_batch(images)
@@ -94,3 +117,31 @@ def test_cli_folder_resumes(data_dir, tmp_path, capsys):
     assert main(["fit", str(folder), "--out", str(out)]) == 0
     assert "1 of 2 images already fitted" in capsys.readouterr().out
     assert (out / "messi5.json").exists() and (out / "astronaut.json").read_text() == first
+
+
+def test_cli_folder_with_nobody_corrupt_and_clashing_images(data_dir, tmp_path, capsys):
+    """An image with nobody is a result; an unreadable one is reported and skipped (exit 1) while the
+    others are fitted; a damaged result file is fitted again; same-stem images are refused."""
+    import shutil
+
+    import cv2
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    shutil.copy(data_dir / "astronaut.jpg", folder / "a.jpg")
+    cv2.imwrite(str(folder / "b.png"), np.full((120, 160, 3), 128, np.uint8))
+    (folder / "c.jpg").write_bytes((data_dir / "messi5.jpg").read_bytes()[:300])  # truncated
+    out = tmp_path / "out"
+    assert main(["fit", str(folder), "--out", str(out), "--config", "fast"]) == 1
+    assert "c.jpg" in capsys.readouterr().err
+    assert sorted(p.name for p in out.glob("*.json")) == ["a.json", "b.json"]
+    assert len(FitResult.load(out / "b.json")) == 0
+    (out / "a.json").write_text('{"pose": [[0.1')  # damaged, e.g. by a disk fault
+    assert main(["fit", str(folder), "--out", str(out), "--config", "fast"]) == 1
+    assert "1 of 3 images already fitted" in capsys.readouterr().out  # b.json only
+    assert len(FitResult.load(out / "a.json")) == 1
+    shutil.copy(data_dir / "messi5.jpg", folder / "a.png")
+    with pytest.raises(SystemExit, match="same outputs"):
+        main(["fit", str(folder), "--out", str(out)])
+    with pytest.raises(SystemExit):
+        main(["fit", str(folder), "--out", str(out), "--batch-images", "0"])
