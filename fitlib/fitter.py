@@ -332,26 +332,35 @@ def _runner(config: FitConfig, stage: Stage | None = None):
 
 def _run_lbfgs(problem: _Problem, params: dict[str, torch.Tensor], data: dict[str, torch.Tensor],
                stage: Stage, config: FitConfig):
-    """L-BFGS (strong Wolfe line search) on the sum of the per-person losses. Same contract as :func:`_run_adam`."""
-    leaves = {k: params[k].clone().requires_grad_(k in stage.params) for k in params}
-    opt = torch.optim.LBFGS([leaves[k] for k in stage.params], lr=1.0, max_iter=stage.iterations,
-                            line_search_fn="strong_wolfe", tolerance_change=config.convergence.ftol * 1e-3)
+    """L-BFGS (strong Wolfe line search), one person at a time. Same contract as :func:`_run_adam`.
 
-    def closure():
-        opt.zero_grad()
-        total = problem(leaves, data).sum()
-        total.backward()
-        return total
+    A line search over the whole batch would give everyone the step the hardest person allows, so a
+    person's fit would depend on who else is in the batch; here each person has its own optimiser
+    (as smplify-x, which fits one person per run), at the price of a loop over people."""
+    P = params["transl"].shape[0]
+    loss = torch.empty(P, dtype=params["transl"].dtype, device=params["transl"].device)
+    converged = torch.zeros(P, dtype=torch.bool, device=loss.device)
+    iters = torch.zeros(P, dtype=torch.long, device=loss.device)
+    for i in range(P):
+        leaves = {k: params[k][i:i + 1].clone().requires_grad_(k in stage.params) for k in params}
+        person = {k: v[i:i + 1] for k, v in data.items()}
+        opt = torch.optim.LBFGS([leaves[k] for k in stage.params], lr=1.0, max_iter=stage.iterations,
+                                line_search_fn="strong_wolfe", tolerance_change=config.convergence.ftol * 1e-3)
 
-    opt.step(closure)
-    n_iter = opt.state[opt._params[0]].get("n_iter", stage.iterations)
-    with torch.no_grad():
-        for k in params:
-            params[k].copy_(leaves[k].detach())
-        loss = problem(params, data)
-    P = loss.shape[0]
-    return loss, torch.full((P,), n_iter < stage.iterations, device=loss.device), torch.full((P,), n_iter,
-                                                                                           device=loss.device)
+        def closure():
+            opt.zero_grad()
+            total = problem(leaves, person).sum()
+            total.backward()
+            return total
+
+        opt.step(closure)
+        n_iter = opt.state[opt._params[0]].get("n_iter", stage.iterations)
+        with torch.no_grad():
+            for k in params:
+                params[k][i] = leaves[k].detach()[0]
+            loss[i] = problem({k: v[i:i + 1] for k, v in params.items()}, person)[0]
+        converged[i], iters[i] = n_iter < stage.iterations, n_iter
+    return loss, converged, iters
 
 
 def fit_keypoints(model: BodyModel, keypoints: torch.Tensor, K: torch.Tensor, layout: str | KeypointLayout = "coco17",
@@ -386,8 +395,8 @@ def fit_keypoints(model: BodyModel, keypoints: torch.Tensor, K: torch.Tensor, la
     K = torch.as_tensor(K, dtype=dtype, device=dev)
     if K.shape == (3, 3):
         K = K.expand(P, 3, 3)
-    if K.shape != (P, 3, 3) or not torch.isfinite(K).all() or bool((K[:, 0, 0] <= 0).any()):
-        raise ValueError(f"K must be finite [3, 3] or [P, 3, 3] intrinsics with positive focal length, "
+    if K.shape != (P, 3, 3) or not torch.isfinite(K).all() or bool((K[:, [0, 1], [0, 1]] <= 0).any()):
+        raise ValueError(f"K must be finite [3, 3] or [P, 3, 3] intrinsics with positive focal lengths fx, fy, "
                          f"got shape {tuple(K.shape)}")
     kmap = model.keypoint_map(layout)
     if image_size is not None:
