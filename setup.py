@@ -31,6 +31,7 @@ setup(
         "anny==0.6.2",
         "roma>=1.5",
         "ai-edge-litert==2.3.0",
+        "pydantic>=2.6",
     ],
     extras_require={
         "test": ["pytest>=7"],

@@ -1,104 +1,141 @@
-"""Fitting configuration: YAML files under ``configs/`` read into dataclasses.
+"""Fitting configuration: YAML files under ``configs/`` read into validated settings.
 
 ``configs/`` is installed as the package ``fitlib.configs``; :func:`load_config`
 takes a shipped name (``"default"``, ``"spin"``), a path, a dict, or a
-:class:`FitConfig`.
+:class:`FitConfig`.  Settings are pydantic models: a wrong type, an unknown key or
+an unknown point name is a ValueError naming the source and the field, also when
+a setting is changed later (assignment is validated).
 """
 from __future__ import annotations
 
-import copy
-import dataclasses
-from dataclasses import dataclass, field
+import difflib
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator
 
-PARAMS = ("global_orient", "body_pose", "betas", "transl")
-WEIGHTS = ("data", "depth", "pose_prior", "angle", "shape", "init_pull")
+from fitlib.layouts import LAYOUTS
+
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
-@dataclass
-class Stage:
+def _check_point_names(names, known: set[str]):
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown point names {unknown}{_suggest(unknown, known)}")
+    return names
+
+
+_LAYOUT_POINTS = {n for layout in LAYOUTS.values() for n in layout.names}
+"""Point names of every layout: ``keypoint_weights`` matches these exactly."""
+_STAGE_POINTS = _LAYOUT_POINTS | {n.removeprefix("smpl_") for n in _LAYOUT_POINTS}
+"""A stage's ``keypoints`` may also name SMPL joints without ``smpl_``, as the fitter resolves them."""
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, revalidate_instances="always")
+
+
+class Stage(_Settings):
     """One optimisation stage."""
 
-    name: str
-    params: list[str]
-    iterations: int
-    lr: float
-    weights: dict[str, float]
-    keypoints: list[str] | None = None  # point names used by the data term (None: all)
-    lr_final_ratio: float = 1.0  # Adam's learning rate decays (cosine) to this fraction of lr by the last iteration
-    optimizer: str | None = None  # "adam" or "lbfgs" for this stage (default: the config's optimizer)
+    name: str = Field(min_length=1)
+    params: list[Literal["global_orient", "body_pose", "betas", "transl"]] = Field(min_length=1)
+    iterations: StrictInt = Field(ge=1)
+    lr: Positive
+    weights: dict[Literal["data", "depth", "pose_prior", "angle", "shape", "init_pull"], NonNegative]
+    keypoints: list[str] | None = Field(None, min_length=1)  # point names used by the data term (None: all)
+    lr_final_ratio: NonNegative = 1.0  # Adam's learning rate decays (cosine) to this fraction of lr by the last iteration
+    optimizer: Literal["adam", "lbfgs"] | None = None  # for this stage (default: the config's optimizer)
+
+    @field_validator("keypoints")
+    @classmethod
+    def _known_keypoints(cls, v):
+        return v if v is None else _check_point_names(v, _STAGE_POINTS)
 
 
-@dataclass
-class Convergence:
-    ftol: float = 1e-4
-    window: int = 10
-    min_iterations: int = 10
-    enabled: bool = True
+class Convergence(_Settings):
+    """Per-person early stop: a person stops when its best loss improved by less than ``ftol``
+    (relative) over the last ``window`` iterations, after ``min_iterations``."""
+
+    ftol: NonNegative = 1e-4
+    window: StrictInt = Field(10, ge=1)
+    min_iterations: StrictInt = Field(10, ge=0)
+    enabled: StrictBool = True
 
 
-@dataclass
-class FitConfig:
+class FitConfig(_Settings):
     """All settings of the fitter; see ``configs/default.yaml`` for what each number means."""
 
-    stages: list[Stage]
-    keypoint_confidence_threshold: float = 0.2
-    min_torso_keypoints: int = 3
-    robust_sigma: float = 100.0
-    square_confidence: bool = True
-    pose_prior: str = "gmm"
+    stages: list[Stage] = Field(min_length=1)
+    keypoint_confidence_threshold: NonNegative = 0.2
+    min_torso_keypoints: StrictInt = Field(3, ge=0, le=4)  # of the 4 shoulders and hips
+    robust_sigma: Positive = 100.0
+    square_confidence: StrictBool = True
+    pose_prior: Literal["gmm", "limits", "l2", "none"] = "gmm"
     pose_prior_file: str | None = None  # a prior trained with priors/train_pose_prior.py (default: the shipped one)
-    optimizer: str = "adam"
-    flip_threshold: float = 0.6
-    camera_headings: list[float] = field(default_factory=lambda: [0.0])
-    pose_starts: int = 0  # without an initial pose, the body stage also starts from this many prior modes
-    keypoint_weights: dict[str, float] = field(default_factory=dict)
-    convergence: Convergence = field(default_factory=Convergence)
-    full_mesh: bool = False  # run the full mesh forward every iteration (reference mode only)
+    optimizer: Literal["adam", "lbfgs"] = "adam"
+    flip_threshold: NonNegative = 0.6
+    camera_headings: list[Annotated[float, Field(allow_inf_nan=False)]] = Field(default_factory=lambda: [0.0])
+    pose_starts: StrictInt = Field(0, ge=0)  # without an initial pose, the body stage also starts from this many prior modes
+    keypoint_weights: dict[str, NonNegative] = Field(default_factory=dict)
+    convergence: Convergence = Field(default_factory=Convergence)
+    full_mesh: StrictBool = False  # run the full mesh forward every iteration (reference mode only)
+
+    @field_validator("keypoint_weights")
+    @classmethod
+    def _known_weighted_points(cls, v):
+        return _check_point_names(v, _LAYOUT_POINTS)
 
     def replace(self, **changes: Any) -> "FitConfig":
-        """A copy with some top-level fields changed."""
-        return dataclasses.replace(copy.deepcopy(self), **changes)
+        """A copy with some top-level fields changed, checked like a loaded config."""
+        return _validated({**self.model_dump(), **changes}, "FitConfig.replace()")
 
 
-def _from_dict(d: dict, source: str) -> FitConfig:
-    d = dict(d)
-    unknown = set(d) - {f.name for f in dataclasses.fields(FitConfig)}
-    if unknown:
-        raise ValueError(f"{source}: unknown fitting settings {sorted(unknown)}")
-    if not d.get("stages"):
-        raise ValueError(f"{source}: at least one stage is needed")
-    stages = []
-    for s in d.pop("stages"):
-        stage = Stage(**s)
-        bad = set(stage.params) - set(PARAMS)
-        if bad:
-            raise ValueError(f"{source}: stage {stage.name!r} optimises unknown parameters {sorted(bad)}")
-        bad = set(stage.weights) - set(WEIGHTS)
-        if bad:
-            raise ValueError(f"{source}: stage {stage.name!r} has unknown loss weights {sorted(bad)}")
-        if stage.optimizer not in (None, "adam", "lbfgs"):
-            raise ValueError(f"{source}: stage {stage.name!r}: optimizer must be 'adam' or 'lbfgs'")
-        stages.append(stage)
-    conv = Convergence(**d.pop("convergence", {}))
-    cfg = FitConfig(stages=stages, convergence=conv, **d)
-    if cfg.optimizer not in ("adam", "lbfgs"):
-        raise ValueError(f"{source}: optimizer must be 'adam' or 'lbfgs', got {cfg.optimizer!r}")
-    if cfg.pose_prior not in ("gmm", "limits", "l2", "none"):
-        raise ValueError(f"{source}: pose_prior must be 'gmm', 'limits', 'l2' or 'none', got {cfg.pose_prior!r}")
-    return cfg
+def _suggest(unknown: list, known) -> str:
+    """`` (did you mean 'x' for 'y'?)`` for the unknown names with a close known one."""
+    pairs = [f"{m[0]!r} for {u!r}" for u in unknown if isinstance(u, str)
+             for m in [difflib.get_close_matches(u, sorted(known), n=1)] if m]
+    return f" (did you mean {', '.join(pairs)}?)" if pairs else ""
+
+
+def _validated(data: Any, source: str) -> FitConfig:
+    """``data`` as a :class:`FitConfig`; a ValueError naming ``source`` and each wrong field otherwise."""
+    if isinstance(data, BaseModel):
+        data = data.model_dump()
+    try:
+        return FitConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe(e, data) for e in exc.errors()]
+        raise ValueError(f"{source}: " + "; ".join(problems)) from None
+
+
+def _describe(error: dict, data: Any) -> str:
+    """One pydantic error as ``stage 'body': iterations: <problem> (got <input>)``."""
+    loc, where, model, node = list(error["loc"]), "", FitConfig, data
+    if loc[:1] == ["stages"] and len(loc) > 1 and isinstance(loc[1], int):
+        stage = node["stages"][loc[1]] if isinstance(node, dict) else None
+        name = stage.get("name") if isinstance(stage, dict) else None
+        where = f"stage {name!r}: " if isinstance(name, str) and name else f"stage {loc[1] + 1}: "
+        loc, model = loc[2:], Stage
+    elif loc[:1] == ["convergence"] and len(loc) > 1:
+        where, loc, model = "convergence: ", loc[1:], Convergence
+    field = ".".join(str(x) for x in loc) or "settings"
+    msg = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        msg = f"is not a setting{_suggest([str(loc[-1])], model.model_fields)}"
+    return f"{where}{field}: {msg} (got {error['input']!r})"
 
 
 def load_config(config: str | Path | dict | FitConfig | None = None) -> FitConfig:
     """Read a fitting configuration (default: the shipped ``default.yaml``)."""
     if isinstance(config, FitConfig):
-        return copy.deepcopy(config)
+        return _validated(config, "FitConfig")
     if isinstance(config, dict):
-        return _from_dict(config, "config dict")
+        return _validated(config, "config dict")
     name = "default" if config is None else str(config)
     path = Path(name)
     if path.suffix in (".yaml", ".yml") or path.exists():
@@ -116,4 +153,4 @@ def load_config(config: str | Path | dict | FitConfig | None = None) -> FitConfi
         raise ValueError(f"{source} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ValueError(f"{source} must hold a mapping of settings")
-    return _from_dict(data, source)
+    return _validated(data, source)
