@@ -130,3 +130,74 @@ def test_shape_mismatch_raises():
         ev.pa_mpjpe(torch.zeros(14, 3), torch.zeros(24, 3))
     with pytest.raises(ValueError, match="24"):
         ev.lsp14(torch.zeros(17, 3))
+
+
+def test_mixed_dtypes_are_computed_in_the_wider_one():
+    gt = _joints()
+    pred = _joints(seed=1)
+    reference = ev.pa_mpjpe(pred, gt)
+    for a, b in ((pred.float(), gt), (pred, gt.float()), (pred.float(), gt.numpy()), (pred.numpy(), gt.float())):
+        out = ev.pa_mpjpe(a, b)
+        assert out.dtype == torch.float64
+        assert float(out) == pytest.approx(float(reference), rel=1e-6)
+    assert ev.pa_mpjpe(pred.float(), gt.float()).dtype == torch.float32  # no widening when both are float32
+    assert ev.procrustes_align(pred.float(), gt).dtype == torch.float64
+    assert float(ev.mpjpe(pred.float(), gt)) == pytest.approx(float(ev.mpjpe(pred, gt)), rel=1e-6)
+    gv = _joints(n=30)
+    assert float(ev.pve(gv.float(), gv, _joints(n=24).float(), _joints(n=24))) == pytest.approx(0.0, abs=1e-6)
+    # integer tensors and lists become float64
+    assert float(ev.mpjpe(torch.ones(14, 3, dtype=torch.int64), torch.zeros(14, 3, dtype=torch.int32),
+                          root_align=False)) == pytest.approx(math.sqrt(3))
+    px = torch.tensor([[3.0, 4.0]])
+    assert float(ev.reprojection_error(px.float(), [[0.0, 0.0]])) == pytest.approx(5.0)
+
+
+def test_non_finite_3d_input_names_the_argument():
+    gt, pred = _joints(batch=(2,)), _joints(batch=(2,), seed=1)
+    bad = pred.clone()
+    bad[1, 3, 0] = float("nan")
+    with pytest.raises(ValueError, match="pa_mpjpe: pred holds non-finite"):
+        ev.pa_mpjpe(bad, gt)
+    with pytest.raises(ValueError, match="pa_mpjpe: gt holds non-finite"):
+        ev.pa_mpjpe(pred, bad.numpy())
+    with pytest.raises(ValueError, match="procrustes_align: gt holds non-finite"):
+        ev.procrustes_align(pred, torch.full_like(gt, float("inf")))
+    with pytest.raises(ValueError, match="mpjpe: pred holds non-finite"):
+        ev.mpjpe(bad, gt)
+    gv = _joints(n=30)
+    with pytest.raises(ValueError, match="pve: pred_vertices holds non-finite"):
+        ev.pve(gv * float("nan"), gv)
+    with pytest.raises(ValueError, match="pve: gt_joints holds non-finite"):
+        ev.pve(gv, gv, _joints(n=24), _joints(n=24) * float("nan"))
+
+
+def test_bad_arguments_name_themselves():
+    gt = _joints()
+    with pytest.raises(ValueError, match="mpjpe: pred must be a numeric array"):
+        ev.mpjpe([[1.0, 2.0, 3.0], [1.0, 2.0]], gt)
+    with pytest.raises(ValueError, match="mpjpe: root"):
+        ev.mpjpe(gt, gt, root=(2, 30))
+    gv, gj = _joints(n=30), _joints(n=24)
+    with pytest.raises(ValueError, match="pve: pass both"):
+        ev.pve(gv, gv, gj, None)
+    with pytest.raises(ValueError, match="pve: prediction and ground truth must have the same shape"):
+        ev.pve(gv, gv, gj, gj[:20])
+    with pytest.raises(ValueError, match="pve: root"):
+        ev.pve(gv, gv, gj[:2], gj[:2])  # default root (1, 2): joint 2 missing
+
+
+def test_reprojection_visible_mask_shape_checked():
+    pred, gt = torch.zeros(2, 14, 2, dtype=torch.float64), torch.ones(2, 14, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"visible has shape \(3,\), expected \(2, 14\)"):
+        ev.reprojection_error(pred, gt, visible=np.ones(3, bool))
+    with pytest.raises(ValueError, match="visible has shape"):
+        ev.reprojection_error(pred, gt, visible=torch.ones(14, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="visible has shape"):
+        ev.reprojection_error(pred, gt, visible=torch.ones(1, 2, 14, dtype=torch.bool))  # would add a dim
+    with pytest.raises(ValueError, match="pred_2d and gt_2d"):
+        ev.reprojection_error(pred, gt[:, :13])
+    # [J] broadcasts over the batch; 0/1 integers are flags
+    vis = np.array([0, 1] * 7)
+    out = ev.reprojection_error(pred, gt, vis)
+    assert out.shape == (2,) and torch.allclose(out, torch.full((2,), math.sqrt(2), dtype=torch.float64))
+    assert torch.equal(out, ev.reprojection_error(pred, gt, np.stack([vis, vis]).astype(bool)))

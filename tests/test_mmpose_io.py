@@ -146,3 +146,155 @@ def test_bad_inputs_raise(real, tmp_path):
 def test_run_mmpose_without_mmpose_says_how_to_install():
     with pytest.raises(ImportError, match="fitlib\\[mmpose\\]"):
         run_mmpose(np.zeros((8, 8, 3), np.uint8), "cfg.py", "ckpt.pth")
+
+
+# --- each person and field checked, with a ValueError naming it -------------------------------------------
+
+def test_every_person_is_checked(real):
+    people = _persons(real)
+    del people[1]["keypoint_scores"]
+    with pytest.raises(ValueError, match="person 1 has no 'keypoint_scores'"):
+        keypoints_from_mmpose(people)
+    people = _persons(real)
+    people[1]["keypoints"], people[1]["keypoint_scores"] = people[1]["keypoints"][:5], people[1]["keypoint_scores"][:5]
+    with pytest.raises(ValueError, match="person 1 has 5 keypoints but person 0 has 17"):
+        keypoints_from_mmpose(people)
+    people = _persons(real)
+    people[1]["keypoint_scores"] = people[1]["keypoint_scores"][:16]
+    with pytest.raises(ValueError, match="person 1: 17 'keypoints' but 16 'keypoint_scores'"):
+        keypoints_from_mmpose(people)
+    people = _persons(real)
+    people[0]["keypoints"] = np.ravel(people[0]["keypoints"]).tolist()
+    with pytest.raises(ValueError, match=r"person 0: 'keypoints' must be \[K\]\[2\]"):
+        keypoints_from_mmpose(people)
+    people = _persons(real)
+    people[1]["keypoints"][3] = ["a", "b"]
+    with pytest.raises(ValueError, match="person 1: 'keypoints' is not a numeric array"):
+        keypoints_from_mmpose(people)
+    people = _persons(real)
+    people[1]["keypoints"][0] = [float("nan"), 3.0]  # a detected point (score > 0) without a position
+    people[1]["keypoint_scores"][0] = 0.9
+    with pytest.raises(ValueError, match="person 1: keypoints with a score above 0 must have finite"):
+        keypoints_from_mmpose(people)
+
+
+def test_box_fields_are_checked_per_person(real):
+    people = _persons(real)
+    people[1]["bbox_score"] = []
+    with pytest.raises(ValueError, match="person 1: 'bbox_score' must be one number, got 0"):
+        keypoints_from_mmpose(people)
+    people = _persons(real)
+    people[0]["bbox"] = [1.0, 2.0, 3.0]
+    with pytest.raises(ValueError, match="person 0: 'bbox' must be 4 numbers"):
+        keypoints_from_mmpose(people)
+    people = _persons(real)  # mmpose's forms: a 1-tuple of a list, a 1-element score list
+    people[0]["bbox_score"] = [people[0]["bbox_score"]]
+    _same(keypoints_from_mmpose(people), real)
+
+
+def test_keypoint_names_beyond_the_keypoint_count(real, tmp_path):
+    """COCO-WholeBody metadata (feet at 17-22) saved with 17-point COCO data: the names do not fit."""
+    names = list(COCO17_NAMES) + list(FEET_NAMES) + [f"face-{i}" for i in range(110)]
+    wholebody = {"dataset_name": "coco_wholebody", "num_keypoints": 133,
+                 "keypoint_id2name": {str(i): n for i, n in enumerate(names)}}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"meta_info": wholebody, "instance_info": _persons(real)}))
+    with pytest.raises(ValueError, match=r"indices \(left_big_toe: 17.*data has 17 keypoints per person"):
+        keypoints_from_mmpose(path)
+    with pytest.raises(ValueError, match="data has 17 keypoints"):
+        keypoints_from_mmpose(_persons(real),
+                              meta={"keypoint_id2name": {i + 100: n for i, n in enumerate(COCO17_NAMES)}})
+    with pytest.raises(ValueError, match="integer indices"):
+        keypoints_from_mmpose(_persons(real), meta={"keypoint_id2name": {n: n for n in COCO17_NAMES}})
+    # a frame with nobody has no keypoint count to contradict the names: an empty result in their layout
+    empty = keypoints_from_mmpose({"meta_info": wholebody, "instance_info": []})
+    assert len(empty) == 0 and empty.layout == "coco17_feet" and empty.keypoints.shape == (0, 23, 3)
+    # the same metadata with 133-point data is fine
+    kps, scores = _wholebody(real)
+    out = keypoints_from_mmpose({"keypoints": kps, "keypoint_scores": scores}, meta=wholebody)
+    assert out.layout == "coco17_feet" and np.allclose(out.keypoints[:, :17], real.keypoints)
+
+
+def test_bad_json_tricks_array_is_a_value_error(real):
+    people = _persons(real)
+    people[0]["keypoints"] = {"__ndarray__": "b64:AAAA", "dtype": "float32", "shape": [17, 2]}
+    with pytest.raises(ValueError, match="json_tricks"):
+        keypoints_from_mmpose({"instance_info": people})
+
+
+# --- fitlib's own detection output (`fitlib detect --out`) ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def astronaut():
+    k = detect(DATA / "astronaut.jpg")
+    assert len(k) >= 1
+    return k
+
+
+def test_fitlib_detect_json_round_trip(astronaut, tmp_path):
+    """fitlib.detect -> the JSON `fitlib detect --out` writes -> the same keypoints back."""
+    from fitlib.cli import main
+
+    path = tmp_path / "astronaut_kp.json"
+    assert main(["detect", str(DATA / "astronaut.jpg"), "--out", str(path)]) == 0
+    data = json.loads(path.read_text())
+    assert data["layout"] == "coco17"
+    for parsed in (keypoints_from_mmpose(path), keypoints_from_mmpose(str(path)), keypoints_from_mmpose(data)):
+        _same(parsed, astronaut)
+        assert parsed.keypoints.dtype == np.float64
+    # with the image size (a Keypoints' full content) and from a Keypoints object itself
+    data["image_size"] = [512, 512]
+    assert keypoints_from_mmpose(data).image_size == (512, 512)
+    _same(keypoints_from_mmpose(astronaut), astronaut)
+    # `fitlib fit --keypoints` reads it
+    out = tmp_path / "out"
+    assert main(["fit", str(DATA / "astronaut.jpg"), "--keypoints", str(path), "--out", str(out)]) == 0
+    fitted = json.loads((out / "astronaut.json").read_text())
+    assert len(fitted["pose"]) == len(astronaut)
+
+
+def test_fitlib_detection_layouts(astronaut):
+    feet = detect(DATA / "astronaut.jpg", layout="coco17_feet")
+    data = {"layout": "coco17_feet", "keypoints": feet.keypoints.tolist(), "boxes": feet.boxes.tolist(),
+            "scores": feet.scores.tolist()}
+    _same(keypoints_from_mmpose(data), feet)
+    as_coco = keypoints_from_mmpose(data, layout="coco17")  # converted: the body part
+    assert as_coco.layout == "coco17" and np.allclose(as_coco.keypoints, feet.keypoints[:, :17])
+    mp = detect(DATA / "astronaut.jpg", layout="mediapipe33")
+    parsed = keypoints_from_mmpose({"layout": "mediapipe33", "keypoints": mp.keypoints.tolist(),
+                                    "boxes": mp.boxes.tolist(), "scores": mp.scores.tolist()})
+    assert parsed.layout == "mediapipe33" and np.allclose(parsed.keypoints, mp.keypoints)
+    coco = {"layout": "coco17", "keypoints": astronaut.keypoints.tolist()}  # boxes, scores optional
+    parsed = keypoints_from_mmpose(coco)
+    assert np.allclose(parsed.keypoints, astronaut.keypoints) and np.allclose(parsed.scores, 1.0)
+    seen = astronaut.keypoints[0, astronaut.keypoints[0, :, 2] > 0, :2]
+    assert np.allclose(parsed.boxes[0], np.concatenate([seen.min(0), seen.max(0)]))
+    with pytest.raises(ValueError, match=r"layout 'coco17'\) has no .*left_big_toe"):
+        keypoints_from_mmpose(coco, layout="coco17_feet")
+    nobody = keypoints_from_mmpose({"layout": "coco17", "keypoints": [], "boxes": [], "scores": []})
+    assert len(nobody) == 0 and nobody.keypoints.shape == (0, 17, 3)
+
+
+def test_fitlib_detection_bad_fields(astronaut):
+    good = {"layout": "coco17", "keypoints": astronaut.keypoints.tolist(), "boxes": astronaut.boxes.tolist(),
+            "scores": astronaut.scores.tolist()}
+    cases = [({"layout": "coco18"}, "'layout' must be one of fitlib's layouts"),
+             ({"layout": 17}, "'layout' must be one of"),
+             ({"layout": "coco17_feet"}, r"'keypoints' must be \[P\]\[23\]\[3\]"),
+             ({"keypoints": astronaut.keypoints[..., :2].tolist()}, r"'keypoints' must be \[P\]\[17\]\[3\]"),
+             ({"keypoints": [[["x", 1, 1]] * 17]}, "'keypoints' is not a numeric array"),
+             ({"keypoints": (astronaut.keypoints * [1, 1, 2]).tolist()}, r"confidences .* in \[0, 1\]"),
+             ({"boxes": astronaut.boxes[:, :3].tolist()}, "'boxes' must be"),
+             ({"scores": [2.0] * len(astronaut)}, "'scores' must be"),
+             ({"scores": []}, "'scores' must be"),
+             ({"image_size": [512]}, "'image_size' must be"),
+             ]
+    for change, message in cases:
+        with pytest.raises(ValueError, match=message):
+            keypoints_from_mmpose({**good, **change})
+    with pytest.raises(ValueError, match="no 'keypoints'"):
+        keypoints_from_mmpose({"layout": "coco17"})
+    nan_xy = astronaut.keypoints.copy()
+    nan_xy[0, 0] = [np.nan, np.nan, 0.8]
+    with pytest.raises(ValueError, match="finite where the confidence"):
+        keypoints_from_mmpose({**good, "keypoints": nan_xy.tolist()})
