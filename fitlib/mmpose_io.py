@@ -105,7 +105,7 @@ def keypoints_from_mmpose(obj: Any, *, frame: int | None = None, layout: str | N
     if bad.size:
         raise ValueError(f"mmpose person {bad[0]}: keypoints with a score above 0 must have finite x, y")
     if boxes is None:
-        boxes = np.concatenate([kps.min(1), kps.max(1)], axis=1) if len(kps) else np.zeros((0, 4))
+        boxes = _extent(out[..., :2], conf > 0)
     scores = np.ones(len(kps)) if bscores is None else np.clip(bscores, 0.0, 1.0)
     return Keypoints(out, boxes, scores, layout, image_size)
 
@@ -141,11 +141,7 @@ def _from_fitlib_detection(obj: Any, layout: str | None, image_size: tuple[int, 
     if not np.all(np.isfinite(kps[..., :2])[detected]):
         raise ValueError(f"{what}: 'keypoints' x, y must be finite where the confidence is above 0")
     if obj.get("boxes") is None:
-        boxes = np.zeros((p, 4))
-        for i in range(p):
-            pts = kps[i, detected[i], :2]
-            if len(pts):
-                boxes[i] = np.concatenate([pts.min(0), pts.max(0)])
+        boxes = _extent(kps[..., :2], detected)
     else:
         boxes = _array(obj["boxes"], f"{what} 'boxes'")
         boxes = boxes.reshape(0, 4) if boxes.size == 0 else boxes
@@ -172,6 +168,17 @@ def _from_fitlib_detection(obj: Any, layout: str | None, image_size: tuple[int, 
             raise ValueError(f"layout {layout!r} asked but the {what} (layout {src!r}) has no {lacking}")
         kps = convert_keypoints(kps, src, layout)
     return Keypoints(kps, boxes, scores, layout, image_size)
+
+
+def _extent(xy: np.ndarray, detected: np.ndarray) -> np.ndarray:
+    """Boxes [P, 4] (x1, y1, x2, y2 px) around each person's detected points ``xy`` [P, K, 2] where
+    ``detected`` [P, K]; zeros for a person with none."""
+    boxes = np.zeros((len(xy), 4))
+    for i in range(len(xy)):
+        pts = xy[i, detected[i]]
+        if len(pts):
+            boxes[i] = np.concatenate([pts.min(0), pts.max(0)])
+    return boxes
 
 
 def _array(value: Any, what: str) -> np.ndarray:

@@ -298,3 +298,12 @@ def test_fitlib_detection_bad_fields(astronaut):
     nan_xy[0, 0] = [np.nan, np.nan, 0.8]
     with pytest.raises(ValueError, match="finite where the confidence"):
         keypoints_from_mmpose({**good, "keypoints": nan_xy.tolist()})
+
+
+def test_boxes_from_detected_points_only():
+    """Without boxes, a person's box spans the points with a score above 0 (an undetected point may be NaN)."""
+    xy = np.array([[10.0 + 5 * k, 20.0 + 10 * k] for k in range(17)])
+    scores = np.ones(17)
+    xy[16], scores[16] = np.nan, 0.0
+    k = keypoints_from_mmpose([{"keypoints": xy.tolist(), "keypoint_scores": scores.tolist()}])
+    np.testing.assert_allclose(k.boxes, [[10.0, 20.0, 85.0, 170.0]])
