@@ -397,7 +397,17 @@ def load_body_model(model: str | Path = "open", gender: str = "neutral", device:
     if gender.lower() not in ("neutral", "male", "female"):
         raise ValueError(f"gender must be 'neutral', 'male' or 'female', got {gender!r}")
     path, name = _model_path(model, gender.lower())
-    return BodyModel(_read_cached(str(path), path.stat().st_mtime_ns), name=name, dtype=dtype).to(device or "cpu")
+    try:
+        data = _read_cached(str(path), path.stat().st_mtime_ns)
+    except ValueError:
+        if name != "open":
+            raise
+        # the cached open model is damaged (a disk fault, a copy cut short): it is ours to build again
+        from fitlib.open_model import ensure_open_model
+
+        path = ensure_open_model(rebuild=True)
+        data = _read_cached(str(path), path.stat().st_mtime_ns)
+    return BodyModel(data, name=name, dtype=dtype).to(device or "cpu")
 
 
 @lru_cache(maxsize=4)

@@ -118,10 +118,16 @@ def _cmd_detect(args) -> int:
 def _cmd_build_model(args) -> int:
     from fitlib.open_model import BuildConfig, build_open_model, open_model_path, save_model_file
 
+    from fitlib.model_file import read_model_file
+
     path = open_model_path(BuildConfig())
     if path.exists() and not args.force:
-        print(f"open model already built: {path}")
-        return 0
+        try:
+            read_model_file(str(path))
+            print(f"open model already built: {path}")
+            return 0
+        except ValueError as exc:
+            print(f"cached open model is unreadable ({exc}): building it again")
     data, report = build_open_model(BuildConfig())
     save_model_file(data, path)
     print(f"open model written to {path}: shape variance explained {report.variance_explained:.4%}, "

@@ -30,8 +30,9 @@ caches the result (see :func:`open_model_path`).
 from __future__ import annotations
 
 import hashlib
-import io
+import os
 import pickle
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -488,18 +489,27 @@ def build_open_model(config: BuildConfig | None = None, progress: bool = True) -
 
 
 def save_model_file(data: dict, path: Path) -> None:
-    """Write a model dict as a plain pickle (no chumpy), atomically."""
-    buf = io.BytesIO()
-    pickle.dump(data, buf, protocol=4)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(path)
+    """Write a model dict as a plain pickle (no chumpy), atomically: into a temporary file of its own in the
+    same folder, synced, then renamed, so that builders running at once and a killed build never leave a
+    partial file (the last rename wins; every builder writes the same bytes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            pickle.dump(data, fh, protocol=4)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
-def ensure_open_model(config: BuildConfig | None = None, progress: bool = True) -> Path:
-    """Return the path of the cached open model, building it first if needed."""
+def ensure_open_model(config: BuildConfig | None = None, progress: bool = True, rebuild: bool = False) -> Path:
+    """Return the path of the cached open model, building it first if needed (or if ``rebuild``, e.g.
+    because the cached file turned out unreadable)."""
     path = open_model_path(config)
-    if not path.exists():
+    if rebuild or not path.exists():
         data, _ = build_open_model(config, progress=progress)
         save_model_file(data, path)
     return path

@@ -182,3 +182,19 @@ def test_small_build_is_deterministic_and_cached(tmp_path, monkeypatch):
     assert open_model_path(BuildConfig(num_shapes=61, num_pose_samples=60)) != path
     small = load_body_model(path, dtype=torch.float64)
     assert small.num_vertices == 13718
+
+
+def test_cache_writes_are_atomic_under_concurrency(model_path, tmp_path):
+    """Builders writing the cache at once (threads here, processes in real use) each write a temporary file
+    of their own and rename it: every write succeeds, the result loads, and no temporary file is left."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fitlib.model_file import read_model_file
+
+    data = read_model_file(model_path)
+    target = tmp_path / "open_smpl_test.pkl"
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: save_model_file(data, target), range(4)))
+    back = read_model_file(target)
+    assert np.array_equal(back["v_template"], data["v_template"])
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
