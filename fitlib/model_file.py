@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import tokenize
 import zipfile
 from pathlib import Path
 
@@ -48,6 +49,7 @@ def _to_plain(key: str, value):
     if isinstance(value, _ChumpyStandIn):
         return value.to_array(key)
     if scipy.sparse.issparse(value):
+        value.check_format(full_check=True)  # out-of-range indices would make toarray() crash the process
         return np.asarray(value.toarray())
     return value
 
@@ -69,12 +71,12 @@ def read_model_file(path: str | Path) -> dict:
                 data = {k: npz[k] for k in npz.files}
         else:
             data = _ModelUnpickler(io.BytesIO(raw), encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, zipfile.BadZipFile, AttributeError,
-            ImportError, IndexError, TypeError) as exc:
+        if not isinstance(data, dict):
+            raise ValueError(f"it holds a {type(data).__name__}, not a dict")
+        data = {k: _to_plain(k, v) for k, v in data.items()}
+    except (pickle.UnpicklingError, EOFError, ValueError, zipfile.BadZipFile, AttributeError, ImportError,
+            IndexError, TypeError, SyntaxError, tokenize.TokenError) as exc:  # the last two: a damaged npz header
         raise ValueError(f"{path} is not a readable SMPL model file ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} is not an SMPL model file: it holds a {type(data).__name__}, not a dict")
-    data = {k: _to_plain(k, v) for k, v in data.items()}
     check_model_dict(data, source=str(path))
     return data
 

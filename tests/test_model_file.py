@@ -140,6 +140,27 @@ def test_plain_pickle_of_sparse_regressor(tmp_path, open_arrays):
     np.testing.assert_array_equal(read_model_file(path)["J_regressor"], open_arrays["J_regressor"])
 
 
+def test_sparse_regressor_with_bad_indices(tmp_path, open_arrays):
+    """Out-of-range indices in a sparse matrix would crash the process in toarray(); they are an error."""
+    bad = scipy.sparse.csc_matrix(open_arrays["J_regressor"])
+    bad.indices[0] = 10_000  # a row far beyond the 24 joints
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps(dict(open_arrays, J_regressor=bad), protocol=4))
+    with pytest.raises(ValueError, match="not a readable SMPL model file"):
+        read_model_file(path)
+
+
+def test_npz_with_a_damaged_header(tmp_path, open_arrays):
+    path = tmp_path / "model.npz"
+    np.savez(path, **open_arrays)
+    raw = bytearray(path.read_bytes())
+    at = raw.index(b"{'descr'")
+    raw[at:at + 8] = b"{'descr("  # an unbalanced bracket in the first array's header
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="not a readable SMPL model file"):
+        read_model_file(path)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         read_model_file(tmp_path / "SMPL_NEUTRAL.pkl")
