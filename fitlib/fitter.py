@@ -152,7 +152,7 @@ def _initial_translation(model: BodyModel, pose, betas, xy, usable, K, torso_idx
         cnt = cnt + ok.to(num.dtype)
     len2d = (num / cnt.clamp(min=1)).clamp(min=1.0)
     f = 0.5 * (K[:, 0, 0] + K[:, 1, 1])
-    depth = (f * len3d / len2d).clamp(0.3, 200.0)
+    depth = (f * len3d / len2d).clamp(min=0.3)  # no upper bound: len2d >= 1 px already bounds it by f * len3d
     tmask = usable[:, list(torso_idx)].to(xy.dtype)
     centre2d = (xy[:, list(torso_idx)] * tmask[..., None]).sum(1) / tmask.sum(1, keepdim=True).clamp(min=1)
     ray = torch.stack([(centre2d[:, 0] - K[:, 0, 2]) / K[:, 0, 0], (centre2d[:, 1] - K[:, 1, 2]) / K[:, 1, 1],
@@ -363,6 +363,29 @@ def _run_lbfgs(problem: _Problem, params: dict[str, torch.Tensor], data: dict[st
     return loss, converged, iters
 
 
+def _check_init(init: dict[str, torch.Tensor] | None, P: int, dtype, dev) -> dict[str, torch.Tensor]:
+    """``init`` as finite tensors: pose [P, 72], betas [P, 10], transl [P, 3] in front of the camera."""
+    sizes = {"pose": 72, "betas": 10, "transl": 3}
+    unknown = sorted(set(init or {}) - set(sizes))
+    if unknown:
+        raise ValueError(f"init has unknown entries {unknown}; it takes {sorted(sizes)}")
+    out = {}
+    for key, value in (init or {}).items():
+        if value is None:
+            continue
+        t = torch.as_tensor(value, dtype=dtype, device=dev)
+        if t.numel() != P * sizes[key]:
+            raise ValueError(f"init {key} must hold {sizes[key]} numbers per person for {P} people, "
+                             f"got shape {tuple(t.shape)}")
+        t = t.reshape(P, sizes[key]).clone()
+        if not torch.isfinite(t).all():
+            raise ValueError(f"init {key} contains NaN or infinite values")
+        out[key] = t
+    if "transl" in out and bool((out["transl"][:, 2] <= 0).any()):
+        raise ValueError("init transl puts a person at or behind the camera (z <= 0; camera frame, z forward)")
+    return out
+
+
 def fit_keypoints(model: BodyModel, keypoints: torch.Tensor, K: torch.Tensor, layout: str | KeypointLayout = "coco17",
                   config: FitConfig | None = None, init: dict[str, torch.Tensor] | None = None,
                   image_size: tuple[int, int] | torch.Tensor | None = None) -> FitOutput:
@@ -400,27 +423,24 @@ def fit_keypoints(model: BodyModel, keypoints: torch.Tensor, K: torch.Tensor, la
                          f"got shape {tuple(K.shape)}")
     kmap = model.keypoint_map(layout)
     if image_size is not None:
-        image_size = torch.as_tensor(image_size, dtype=dtype, device=dev).reshape(-1, 2).expand(P, 2)
+        size_t = torch.as_tensor(image_size, dtype=dtype, device=dev)
+        if size_t.numel() not in (2, 2 * P) or not torch.isfinite(size_t).all() or bool((size_t <= 0).any()):
+            raise ValueError(f"image_size must be a positive (height, width) in pixels or [P, 2] of them for P={P}, "
+                             f"got {image_size!r}")
+        image_size = size_t.reshape(-1, 2).expand(P, 2)
     xy, weights, usable = _prepare_keypoints(keypoints, layout, kmap.mask, config, image_size)
     torso_idx = _point_indices(layout, TORSO)
     if len(torso_idx) != 4:
         raise ValueError(f"layout {layout.name!r} has no shoulders and hips to fit the torso on")
     fitted = usable[:, torso_idx].sum(1) >= config.min_torso_keypoints
 
-    init = dict(init or {})
-    pose0 = init.get("pose")
-    init_pose_given = pose0 is not None
-    pose0 = relaxed_pose(P, dtype, dev) if pose0 is None else torch.as_tensor(pose0, dtype=dtype, device=dev).reshape(P, 24, 3).clone()
+    init = _check_init(init, P, dtype, dev)
+    init_pose_given = "pose" in init
+    pose0 = init["pose"].reshape(P, 24, 3) if init_pose_given else relaxed_pose(P, dtype, dev)
     if not init_pose_given:
         pose0[:, 0] = torch.tensor(FACING_CAMERA, dtype=dtype, device=dev)
-    betas0 = init.get("betas")
-    betas0 = torch.zeros(P, 10, dtype=dtype, device=dev) if betas0 is None else torch.as_tensor(betas0, dtype=dtype, device=dev).reshape(P, 10).clone()
+    betas0 = init["betas"] if "betas" in init else torch.zeros(P, 10, dtype=dtype, device=dev)
     transl0 = init.get("transl")
-    if transl0 is not None:
-        transl0 = torch.as_tensor(transl0, dtype=dtype, device=dev).reshape(P, 3).clone()
-    for name, value in (("init pose", pose0), ("init betas", betas0), ("init transl", transl0)):
-        if value is not None and not torch.isfinite(value).all():
-            raise ValueError(f"{name} contains NaN or infinite values")
     with torch.no_grad():
         if transl0 is None:
             transl0 = _initial_translation(model, pose0, betas0, xy, usable, K, torso_idx)

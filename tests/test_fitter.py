@@ -102,6 +102,17 @@ def test_init_pull_only_with_an_init(open_model, scene):
     assert err(pulled) < err(free)  # a good estimate is refined, not destroyed
 
 
+def test_far_people_fit_as_well_as_near_ones(open_model, scene):
+    """A longer focal length only moves the same 2D person further away (no depth cap)."""
+    kp, K, _, res = scene
+    far_K = K.clone()
+    far_K[[0, 1], [0, 1]] *= 10
+    far = fit_keypoints(open_model, kp[:2], far_K, LAYOUT, "fast", image_size=(1080, 1920))
+    near = fit_keypoints(open_model, kp[:2], K, LAYOUT, "fast", image_size=(1080, 1920))
+    assert torch.allclose(far.transl[:, 2] / near.transl[:, 2], torch.full((2,), 10.0), rtol=0.1)
+    assert float(far.reprojection_error.max()) < 2 * float(near.reprojection_error.max()) + 0.5
+
+
 def test_alone_equals_in_batch(open_model, scene):
     kp, K, _, res = scene
     alone = fit_keypoints(open_model, kp[5:6], K, LAYOUT, image_size=(1080, 1920))
@@ -156,6 +167,16 @@ def test_bad_inputs(open_model):
         fit_keypoints(open_model, torch.zeros(1, 17, 3), K, "nope")
     with pytest.raises(ValueError, match="init pose"):
         fit_keypoints(open_model, torch.ones(1, 17, 3), K, "coco17", init={"pose": torch.full((1, 72), math.nan)})
+    kp = torch.ones(2, 17, 3)
+    for size in ((0, 0), (480, float("nan")), [[480, 640]] * 3, (480, 640, 3)):
+        with pytest.raises(ValueError, match="image_size"):
+            fit_keypoints(open_model, kp, K, "coco17", image_size=size)
+    for init, match in (({"global_orient": torch.zeros(2, 3)}, "unknown entries"),
+                        ({"betas": torch.zeros(2, 16)}, "init betas must hold 10"),
+                        ({"pose": torch.zeros(1, 72)}, "init pose must hold 72"),
+                        ({"transl": torch.tensor([[0.0, 0.0, 5.0], [0.0, 0.0, -5.0]])}, "behind the camera")):
+        with pytest.raises(ValueError, match=match):
+            fit_keypoints(open_model, kp, K, "coco17", init=init)
 
 
 def test_lbfgs_each_person_alone(open_model, scene):
