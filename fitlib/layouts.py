@@ -161,4 +161,5 @@ def convert_keypoints(keypoints: np.ndarray, src: str | KeypointLayout, dst: str
     conf = np.where(used.any(1), conf, 0.0)
     missing = conf <= 0
     xy = np.where(missing[..., None], np.nan, xy)
+    conf = np.where(missing, 0.0, conf)
     return np.concatenate([xy, conf[..., None]], axis=-1)

@@ -12,6 +12,7 @@ result does not depend on how samples are batched), and follow the input's dtype
 from __future__ import annotations
 
 import math
+import zipfile
 from importlib import resources
 from pathlib import Path
 
@@ -49,10 +50,23 @@ class PosePrior(torch.nn.Module):
         for key in ("transform", "gmm_means", "gmm_prec_chol", "gmm_log_norm", "rest_std", "joint_ranges"):
             if key not in arrays:
                 raise ValueError(f"pose prior is missing array {key!r}")
-            self.register_buffer(key, torch.as_tensor(np.asarray(arrays[key]), dtype=torch.float32))
-        d = self.gmm_means.shape[1]
-        if self.transform.shape != (69, 69) or self.rest_std.shape != (69 - d,) or self.joint_ranges.shape != (69, 2):
-            raise ValueError("pose prior arrays have inconsistent shapes")
+            a = np.asarray(arrays[key])
+            if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+                raise ValueError(f"pose prior array {key!r} must be numeric, got dtype {a.dtype}")
+            if not np.isfinite(a).all():
+                raise ValueError(f"pose prior array {key!r} has non-finite values")
+            self.register_buffer(key, torch.as_tensor(a, dtype=torch.float32))
+        if self.gmm_means.dim() != 2 or not 0 < self.gmm_means.shape[1] <= 69:
+            raise ValueError(f"pose prior array 'gmm_means' must have shape [K, D] with 0 < D <= 69, "
+                             f"got {tuple(self.gmm_means.shape)}")
+        k, d = self.gmm_means.shape
+        for key, shape in (("gmm_prec_chol", (k, d, d)), ("gmm_log_norm", (k,)), ("transform", (69, 69)),
+                           ("rest_std", (69 - d,)), ("joint_ranges", (69, 2))):
+            if tuple(getattr(self, key).shape) != shape:
+                raise ValueError(f"pose prior array {key!r} must have shape {list(shape)} (K={k}, D={d}), "
+                                 f"got {list(getattr(self, key).shape)}")
+        if not (self.rest_std > 0).all():
+            raise ValueError("pose prior array 'rest_std' must be > 0")
         self.gmm_joints: tuple[str, ...] = tuple(str(j) for j in arrays.get("gmm_joints", ()))
         rest = -torch.log(self.rest_std).sum() - 0.5 * len(self.rest_std) * math.log(2 * math.pi)
         self.register_buffer("rest_log_norm", rest)
@@ -61,12 +75,15 @@ class PosePrior(torch.nn.Module):
         """NLL (nats) of body poses.
 
         Args:
-            body_pose: [..., 69] axis-angle of joints 1..23 (radians).
+            body_pose: [..., 69] axis-angle of joints 1..23 (radians); non-float input is cast to
+                the prior's float dtype.
 
         Returns:
             [...] negative log-density per pose.
         """
         _check_last(body_pose, 69, "body_pose")
+        if not body_pose.is_floating_point():
+            body_pose = body_pose.to(self.transform.dtype)
         t = self.transform.to(body_pose)
         f = body_pose @ t.T
         d = self.gmm_means.shape[1]
@@ -97,12 +114,23 @@ def _default_path() -> Path:
 
 
 def load_pose_prior(path: str | Path | None = None) -> PosePrior:
-    """Load a pose prior written by ``priors/train_pose_prior.py`` (default: the shipped one)."""
+    """Load a pose prior written by ``priors/train_pose_prior.py`` (default: the shipped one).
+
+    Raises FileNotFoundError if ``path`` is not a file and ValueError naming the file if it is not
+    a valid pose prior (.npz archive with the arrays :class:`PosePrior` needs).
+    """
     path = Path(path) if path is not None else _default_path()
     if not path.is_file():
         raise FileNotFoundError(f"pose prior file {path} not found; train one with priors/train_pose_prior.py")
-    with np.load(path) as data:
-        return PosePrior({k: data[k] for k in data.files})
+    try:
+        data = np.load(path)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("not an .npz archive")
+        with data:
+            arrays = {k: data[k] for k in data.files}
+        return PosePrior(arrays)
+    except (OSError, EOFError, zipfile.BadZipFile, ValueError) as e:
+        raise ValueError(f"{path} is not a pose prior file: {e}") from e
 
 
 # Hinge flexion of elbows and knees in SMPL's T-pose frames: knees flex about +x, the left

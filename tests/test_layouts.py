@@ -161,3 +161,12 @@ def test_missing_points_stay_missing_through_conversions():
     back = convert_keypoints(b25, "body25", "coco17_feet")
     feet = [LAYOUTS["coco17_feet"].index(n) for n in ("left_heel", "right_big_toe")]
     assert np.isnan(back[:, feet, :2]).all() and (back[:, feet, 2] == 0).all()
+
+
+def test_missing_point_with_negative_confidence_has_zero_confidence():
+    kp = np.random.default_rng(5).uniform(10, 100, (17, 3))
+    kp[get_layout("coco17").index("left_shoulder"), 2] = -0.5
+    out = convert_keypoints(kp, "coco17", "body25")
+    for point in ("left_shoulder", "neck"):
+        i = get_layout("body25").index(point)
+        assert np.isnan(out[i, :2]).all() and out[i, 2] == 0, point

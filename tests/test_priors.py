@@ -103,6 +103,41 @@ def test_pose_prior_input_errors(prior, tmp_path):
         priors.load_pose_prior(tmp_path / "bad.npz")
 
 
+def _bad_prior_files(tmp_path):
+    """Write broken prior files to tmp_path; returns {file stem: array the error must name}."""
+    raw = priors._default_path().read_bytes()
+    with np.load(priors._default_path()) as data:
+        real = dict(data)
+    (tmp_path / "empty.npz").write_bytes(b"")
+    (tmp_path / "truncated.npz").write_bytes(raw[: len(raw) // 2])
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    (tmp_path / "npy.npz").write_bytes((tmp_path / "array.npy").read_bytes())
+    changed = {"means_1d": {"gmm_means": real["gmm_means"][0]},
+               "prec_chol_size": {"gmm_prec_chol": real["gmm_prec_chol"][:, :3, :3]},
+               "log_norm_len": {"gmm_log_norm": real["gmm_log_norm"][:3]},
+               "rest_std_zero": {"rest_std": np.zeros_like(real["rest_std"])},
+               "means_nan": {"gmm_means": real["gmm_means"] * np.nan}}
+    for name, arrays in changed.items():
+        np.savez(tmp_path / f"{name}.npz", **{**real, **arrays})
+    return {"empty": "", "truncated": "", "npy": "", "means_1d": "gmm_means", "prec_chol_size": "gmm_prec_chol",
+            "log_norm_len": "gmm_log_norm", "rest_std_zero": "rest_std", "means_nan": "gmm_means"}
+
+
+def test_bad_pose_prior_files_raise_value_error(tmp_path):
+    for name, array in _bad_prior_files(tmp_path).items():
+        path = tmp_path / f"{name}.npz"
+        with pytest.raises(ValueError, match="is not a pose prior file") as err:
+            priors.load_pose_prior(path)
+        assert str(path) in str(err.value) and array in str(err.value), name
+
+
+def test_pose_prior_int_input(prior):
+    pose = torch.zeros(2, 69, dtype=torch.long)
+    out = prior(pose)
+    assert out.dtype == prior.transform.dtype and torch.isfinite(out).all()
+    assert torch.equal(out, prior(pose.to(prior.transform.dtype)))
+
+
 def test_retraining_reproduces_shipped_prior(tmp_path):
     """Re-running the shipped training script (as a user would) reproduces the shipped file."""
     script = Path(str(resources.files("fitlib.priors_data").joinpath("train_pose_prior.py")))
