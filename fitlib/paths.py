@@ -13,6 +13,10 @@ def cache_dir() -> Path:
     ``$FITLIB_CACHE_DIR`` overrides the platform's user cache directory
     (``~/.cache/fitlib`` on Linux).
     """
+    source = "FITLIB_CACHE_DIR" if os.environ.get("FITLIB_CACHE_DIR") else "the user cache directory"
     path = Path(os.environ.get("FITLIB_CACHE_DIR") or platformdirs.user_cache_dir("fitlib"))
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. the path is a file, or not writable
+        raise ValueError(f"fitlib's cache folder {path} ({source}) cannot be used: {exc}") from None
     return path
