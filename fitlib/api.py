@@ -27,6 +27,8 @@ def _as_keypoints(keypoints: Any, layout: str) -> tuple[np.ndarray, str]:
         arr = np.asarray(keypoints, dtype=np.float64)
     except (TypeError, ValueError):
         arr = None
+    if arr is not None and arr.ndim not in (2, 3) and arr.size:  # a numeric array of the wrong rank
+        raise ValueError(f"keypoints must be an array [P, J, 3] (or [J, 3] for one person), got shape {arr.shape}")
     if arr is None or arr.ndim not in (2, 3):
         from fitlib.mmpose_io import keypoints_from_mmpose
 

@@ -54,6 +54,8 @@ def test_nobody_and_bad_input(data_dir):
     assert len(empty) == 0
     with pytest.raises(ValueError, match="shape"):
         fitlib.fit(np.zeros((64, 64, 3), np.uint8), np.zeros((1, 5, 3)))
+    with pytest.raises(ValueError, match=r"\[P, J, 3\].*\(1, 1, 17, 3\)"):
+        fitlib.fit(np.zeros((64, 64, 3), np.uint8), np.zeros((1, 1, 17, 3)))
 
 
 def test_cli_round_trip(data_dir, tmp_path):
