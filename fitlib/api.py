@@ -11,7 +11,7 @@ from fitlib.body_model import load_body_model
 from fitlib.camera import default_intrinsics
 from fitlib.config import FitConfig, load_config
 from fitlib.detect import Keypoints, detect
-from fitlib.fitter import fit_keypoints
+from fitlib.fitter import check_init, fit_keypoints
 from fitlib.image_io import load_image
 from fitlib.layouts import get_layout
 from fitlib.result import FitResult
@@ -48,23 +48,7 @@ def _as_init(init: Any, P: int) -> dict | None:
         return None
     if isinstance(init, FitResult):
         init = {"pose": init.pose, "betas": init.betas, "transl": init.transl}
-    if not isinstance(init, dict):
-        raise ValueError(f"init must be a FitResult or a dict with pose / betas / transl, got {type(init).__name__}")
-    out = {}
-    for key, size in (("pose", 72), ("betas", 10), ("transl", 3)):
-        value = init.get(key)
-        if value is None:
-            continue
-        if isinstance(value, torch.Tensor):  # e.g. a regressor's output
-            value = value.detach().cpu().numpy()
-        try:
-            v = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"init {key!r} is not numeric: {type(value).__name__}") from None
-        if v.size != P * size:
-            raise ValueError(f"init {key!r} must hold {size} numbers per person for {P} people, got shape {v.shape}")
-        out[key] = torch.as_tensor(v.reshape(P, size))
-    return out
+    return check_init(init, P, torch.float64)
 
 
 def fit(image: str | Path | np.ndarray, keypoints: Any = None, *, layout: str = "coco17",

@@ -363,9 +363,19 @@ def _run_lbfgs(problem: _Problem, params: dict[str, torch.Tensor], data: dict[st
     return loss, converged, iters
 
 
-def _check_init(init: dict[str, torch.Tensor] | None, P: int, dtype, dev) -> dict[str, torch.Tensor]:
-    """``init`` as finite tensors: pose [P, 72], betas [P, 10], transl [P, 3] in front of the camera."""
+def check_init(init: dict | None, P: int, dtype: torch.dtype = torch.float32, device=None) -> dict[str, torch.Tensor]:
+    """Starting values for P people as finite tensors, or a ValueError naming the entry.
+
+    Args:
+        init: ``pose`` ([P, 72] or [P, 24, 3] axis-angle, radians), ``betas`` [P, 10], ``transl``
+            [P, 3] (metres, camera frame, in front of the camera); arrays, lists or tensors; missing
+            or None entries are left out.
+    Returns:
+        ``{"pose": [P, 72], "betas": [P, 10], "transl": [P, 3]}`` (the entries given), new tensors.
+    """
     sizes = {"pose": 72, "betas": 10, "transl": 3}
+    if init is not None and not isinstance(init, dict):
+        raise ValueError(f"init must be a dict with pose / betas / transl, got {type(init).__name__}")
     unknown = sorted(set(init or {}) - set(sizes))
     if unknown:
         raise ValueError(f"init has unknown entries {unknown}; it takes {sorted(sizes)}")
@@ -373,7 +383,12 @@ def _check_init(init: dict[str, torch.Tensor] | None, P: int, dtype, dev) -> dic
     for key, value in (init or {}).items():
         if value is None:
             continue
-        t = torch.as_tensor(value, dtype=dtype, device=dev)
+        if isinstance(value, torch.Tensor):  # e.g. a regressor's output
+            value = value.detach()
+        try:
+            t = torch.as_tensor(value, dtype=dtype, device=device)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"init {key} is not numeric: {type(value).__name__}") from None
         if t.numel() != P * sizes[key]:
             raise ValueError(f"init {key} must hold {sizes[key]} numbers per person for {P} people, "
                              f"got shape {tuple(t.shape)}")
@@ -434,7 +449,7 @@ def fit_keypoints(model: BodyModel, keypoints: torch.Tensor, K: torch.Tensor, la
         raise ValueError(f"layout {layout.name!r} has no shoulders and hips to fit the torso on")
     fitted = usable[:, torso_idx].sum(1) >= config.min_torso_keypoints
 
-    init = _check_init(init, P, dtype, dev)
+    init = check_init(init, P, dtype, dev)
     init_pose_given = "pose" in init
     pose0 = init["pose"].reshape(P, 24, 3) if init_pose_given else relaxed_pose(P, dtype, dev)
     if not init_pose_given:

@@ -87,7 +87,7 @@ def test_init_forms_and_mixed_inits_in_a_batch(data_dir):
     np.testing.assert_allclose(batch[1].pose, first[1].pose, atol=1e-4)
     mixed = fitlib.fit_batch(images, init=[as_numpy, {"betas": first[1].betas}])
     np.testing.assert_allclose(mixed[0].betas, a.betas, atol=1e-4)  # betas init not dropped
-    with pytest.raises(ValueError, match="init 'pose' must hold 72 numbers per person"):
+    with pytest.raises(ValueError, match="init pose must hold 72 numbers per person"):
         fitlib.fit(images[0], init={"pose": np.zeros((2, 72))})
     with pytest.raises(ValueError, match="positive focal"):
         fitlib.fit(images[0], K=np.diag([500.0, -500.0, 1.0]))
