@@ -106,7 +106,7 @@ def _cmd_detect(args) -> int:
         raise SystemExit("fitlib: --backend mmpose needs --config and --checkpoint (a local mmpose model)")
     kp = detect(args.image, backend=args.backend, **kw)
     data = {"layout": kp.layout, "keypoints": kp.keypoints.tolist(), "boxes": kp.boxes.tolist(),
-            "scores": kp.scores.tolist()}
+            "scores": kp.scores.tolist(), "image_size": list(kp.image_size)}
     text = json.dumps(data)
     if args.out:
         Path(args.out).write_text(text)

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from .detect import Keypoints
-from .layouts import COCO17_NAMES, FEET_NAMES, LAYOUTS, conversion_matrix, convert_keypoints
+from .layouts import COCO17_NAMES, FEET_NAMES, LAYOUTS, conversion_matrix, convert_keypoints, get_layout
 
 # Index layouts by keypoint count, used when no keypoint names are available.
 _BY_COUNT: dict[int, tuple[int, ...]] = {
@@ -161,9 +161,7 @@ def _from_fitlib_detection(obj: Any, layout: str | None, image_size: tuple[int, 
         image_size = (int(size[0]), int(size[1]))
     layout = layout or src
     if layout != src:
-        if layout not in LAYOUTS:
-            raise ValueError(f"unknown keypoint layout {layout!r}; known: {sorted(LAYOUTS)}")
-        lacking = [n for n, row in zip(LAYOUTS[layout].names, conversion_matrix(src, layout)) if not row.any()]
+        lacking = [n for n, row in zip(get_layout(layout).names, conversion_matrix(src, layout)) if not row.any()]
         if lacking:
             raise ValueError(f"layout {layout!r} asked but the {what} (layout {src!r}) has no {lacking}")
         kps = convert_keypoints(kps, src, layout)

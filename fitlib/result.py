@@ -94,7 +94,7 @@ class FitResult:
         from fitlib.body_model import load_body_model
         from fitlib.image_io import load_image
 
-        canvas = np.ascontiguousarray(load_image(image).copy())
+        canvas = load_image(image)  # a new C-contiguous array
         if canvas.shape[:2] != tuple(self.image_size):
             raise ValueError(f"the overlay image is {canvas.shape[1]}x{canvas.shape[0]} px but the fit was made on "
                              f"a {self.image_size[1]}x{self.image_size[0]} px image")

@@ -242,9 +242,8 @@ def test_fitlib_detect_json_round_trip(astronaut, tmp_path):
     for parsed in (keypoints_from_mmpose(path), keypoints_from_mmpose(str(path)), keypoints_from_mmpose(data)):
         _same(parsed, astronaut)
         assert parsed.keypoints.dtype == np.float64
-    # with the image size (a Keypoints' full content) and from a Keypoints object itself
-    data["image_size"] = [512, 512]
-    assert keypoints_from_mmpose(data).image_size == (512, 512)
+    # the image size travels with it (a Keypoints' full content); and from a Keypoints object itself
+    assert data["image_size"] == [512, 512] and keypoints_from_mmpose(data).image_size == (512, 512)
     _same(keypoints_from_mmpose(astronaut), astronaut)
     # `fitlib fit --keypoints` reads it
     out = tmp_path / "out"
