@@ -1,25 +1,26 @@
 """Packaging for fitlib.
 
-The top-level ``priors/`` and ``configs/`` folders (shipped pose/shape priors and the scripts that
-train them) are installed as the packages ``fitlib.priors_data`` and ``fitlib.configs`` so
-that priors and configs load from any install, editable or not.
+The top-level ``priors/`` and ``configs/`` folders (the shipped pose prior and mocap clips, the fitting
+configs) are installed as the data packages ``fitlib.priors_data`` and ``fitlib.configs`` so that
+priors and configs load from any install, editable or not. They hold data only: the code that builds
+the priors is ``fitlib train-prior`` / ``fitlib extract-mocap``.
 """
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="fitlib",
     version="0.1.0",
     description="Recover SMPL bodies from single images: batched SMPLify-style fitting with free body models and priors.",
     python_requires=">=3.10",
-    packages=["fitlib", "fitlib.priors_data", "fitlib.configs"],
+    packages=find_packages(include=["fitlib", "fitlib.*"]) + ["fitlib.priors_data", "fitlib.configs"],
     package_dir={"fitlib": "fitlib", "fitlib.priors_data": "priors", "fitlib.configs": "configs"},
     package_data={
-        "fitlib": ["data/*", "data/**/*"],
+        "fitlib.detection": ["models/*"],
         "fitlib.configs": ["*.yaml"],
         "fitlib.priors_data": ["*.npz", "*.md"],
     },
     install_requires=[
-        "torch>=2.1,<=2.13.0",
+        "torch>=2.1",
         "smplx>=0.1.28",
         "numpy>=1.24",
         "scipy>=1.10",

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fitlib.detect import detect
-from fitlib.image_io import load_image
+from fitlib.detection import detect
+from fitlib.io.images import load_image
 
 VARIANTS = {  # name -> detect() keyword arguments; the first is the reference
     "full": dict(model="full"),

@@ -28,8 +28,8 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
-from fitlib.body_model import load_body_model  # noqa: E402
-from fitlib.open_model import sample_plausible_poses  # noqa: E402
+from fitlib.body.model import load_body_model  # noqa: E402
+from fitlib.body.open_model import sample_plausible_poses  # noqa: E402
 
 BASE_REPEATS = {1: 40, 64: 15, 512: 5}
 """Timed steps per variant at each batch size (scaled by ``--repeats``; 5 for other sizes)."""

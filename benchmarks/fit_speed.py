@@ -33,12 +33,12 @@ import time  # noqa: E402
 import roma  # noqa: E402
 import torch  # noqa: E402
 
-from fitlib import eval as metrics  # noqa: E402
-from fitlib.body_model import BodyModel, load_body_model  # noqa: E402
+from fitlib.evaluation import metrics  # noqa: E402
+from fitlib.body.model import BodyModel, load_body_model  # noqa: E402
 from fitlib.camera import project  # noqa: E402
-from fitlib.config import load_config  # noqa: E402
-from fitlib.fitter import fit_keypoints  # noqa: E402
-from fitlib.open_model import sample_plausible_poses  # noqa: E402
+from fitlib.fitting.config import load_config  # noqa: E402
+from fitlib.fitting import Fitter  # noqa: E402
+from fitlib.body.open_model import sample_plausible_poses  # noqa: E402
 
 BASE_REPEATS = {1: 5, 64: 3, 512: 1}
 """Timed runs per variant at each batch size (scaled by ``--repeats``; 1 for other sizes)."""
@@ -66,16 +66,16 @@ def make_inputs(model: BodyModel, n: int, seed: int = 0, noise_px: float = 2.0):
     return kp, K_3DPW.clone(), out.joints
 
 
-def run_once(model, kp, K, cfg):
+def run_once(fitter: Fitter, kp, K):
     t0 = time.perf_counter()
-    out = fit_keypoints(model, kp, K, "coco17", cfg, image_size=IMAGE_SIZE)
+    out = fitter.fit(kp, K, "coco17", image_size=IMAGE_SIZE)
     return time.perf_counter() - t0, out
 
 
 def accuracy(model: BodyModel, out, gt_joints: torch.Tensor) -> tuple[float, float]:
     """(median PA-MPJPE of LSP-14 joints in mm, median reprojection error in px)."""
     with torch.no_grad():
-        pj = model(out.pose, out.betas, out.transl).joints
+        pj = model(out.params.pose, out.params.betas, out.params.transl).joints
     pa = 1000 * metrics.pa_mpjpe(metrics.lsp14(pj.double()), metrics.lsp14(gt_joints.double()))
     return float(pa.median()), float(out.reprojection_error.median())
 
@@ -92,12 +92,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_body_model("open")
-    variants = {"reference": load_config("spin"), **{v: load_config(v) for v in args.variants}}
+    variants = {"reference": Fitter(model, "spin"), **{v: Fitter(model, v) for v in args.variants}}
     kp_all, K, gt_all = make_inputs(model, max(args.batches), args.seed)
-    for cfg in variants.values():  # warm-up
-        run_once(model, kp_all[:2], K, cfg)
+    for fitter in variants.values():  # warm-up
+        run_once(fitter, kp_all[:2], K)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, open model "
-          f"({model.num_vertices} vertices), pose prior: {variants[args.variants[0]].pose_prior}", flush=True)
+          f"({model.num_vertices} vertices), pose prior: {variants[args.variants[0]].config.pose_prior}", flush=True)
     rows = []
     for b in args.batches:
         kp, gt = kp_all[:b], gt_all[:b]
@@ -105,10 +105,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         times: dict[str, list[float]] = {v: [] for v in variants}
         outs = {}
         for r in range(n):
-            for name, cfg in variants.items():
+            for name, fitter in variants.items():
                 if name == "reference" and b > REFERENCE_MAX_PEOPLE_REPEATED and r > 0:
                     continue
-                secs, outs[name] = run_once(model, kp, K, cfg)
+                secs, outs[name] = run_once(fitter, kp, K)
                 times[name].append(secs)
                 print(f"  batch {b:4d} {name:9s} run {r + 1}/{n}: {secs:8.2f} s", flush=True)
         res = {}

@@ -1,12 +1,12 @@
 """Quality of the open body model against anny's own posed mesh, on held-out shapes and poses.
 
-The open model (:mod:`fitlib.open_model`) is anny converted into SMPL's layout: 10 PCA shape
+The open model (:mod:`fitlib.body.open_model`) is anny converted into SMPL's layout: 10 PCA shape
 directions, a regressed joint set, 24-joint linear blend skinning and learnt pose blend
 shapes.  This script measures what the conversion loses:
 
 * held-out bodies: adults sampled from anny's shape distribution with a seed the build never
   uses (``--shape-seed``), each posed with a random anatomically plausible pose
-  (:func:`fitlib.open_model.sample_plausible_poses`, ``--pose-seed``, also unused by the build);
+  (:func:`fitlib.body.open_model.sample_plausible_poses`, ``--pose-seed``, also unused by the build);
 * reference: anny posed through its own forward pass (``_AnnyPoser``: rest -> T-pose -> pose),
   the same way the build poses it;
 * converted: ``load_body_model("open", dtype=float64)`` with ``vertices=True`` (the full smplx
@@ -36,9 +36,9 @@ import time  # noqa: E402
 import torch  # noqa: E402
 from smplx.lbs import lbs  # noqa: E402
 
-from fitlib.body_model import load_body_model  # noqa: E402
-from fitlib.skeleton import global_rotations
-from fitlib.open_model import (BuildConfig, _AnnyPoser, _anny_model,  # noqa: E402
+from fitlib.body.model import load_body_model  # noqa: E402
+from fitlib.body.skeleton import global_rotations
+from fitlib.body.open_model import (BuildConfig, _AnnyPoser, _anny_model,  # noqa: E402
                                _sample_phenotypes, build_open_model, ensure_open_model, open_model_path,
                                sample_plausible_poses, save_model_file)
 
@@ -70,7 +70,7 @@ def evaluate(num: int, shape_seed: int, pose_seed: int, batch_size: int) -> dict
     kreg = anny.KeypointsRegressor.coco(model).regression_weights.to(DTYPE)  # [23, V]
     names = list(anny.KeypointsRegressor.coco(model).labels)
     layout_kp = body.keypoint_map("coco17_feet")
-    from fitlib.layouts import get_layout
+    from fitlib.body.layouts import get_layout
 
     order = [names.index(n) for n in get_layout("coco17_feet").names]
     phen = _sample_phenotypes(model, num, BuildConfig(), shape_seed)

@@ -1,20 +1,39 @@
-"""``fitlib.fit``: from an image and (optionally) its 2D keypoints to SMPL fits."""
+"""``fitlib.fit``: from an image and (optionally) its 2D keypoints to SMPL fits.
+
+A thin layer over :class:`fitlib.fitting.Fitter`: the Fitter of a (model, device, config) is built
+on first use and kept for the process (:func:`shared_fitter`), so repeated calls neither rebuild
+the body model nor reload the priors.
+"""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from fitlib.body_model import load_body_model
+from fitlib.body.layouts import get_layout
+from fitlib.body.model import model_key, shared_body_model
 from fitlib.camera import default_intrinsics
-from fitlib.config import FitConfig, load_config
-from fitlib.detect import Keypoints, detect
-from fitlib.fitter import check_init, fit_keypoints
-from fitlib.image_io import load_image
-from fitlib.layouts import get_layout
+from fitlib.detection import Keypoints, detect, keypoints_from_mmpose
+from fitlib.fitting import FitConfig, Fitter, load_config
+from fitlib.io.images import load_image
+from fitlib.params import SMPLParams, as_params
 from fitlib.result import FitResult
+
+
+def shared_fitter(model: str | Path = "open", config: str | Path | dict | FitConfig | None = None,
+                  device: str | torch.device | None = None) -> Fitter:
+    """The process's :class:`~fitlib.fitting.Fitter` for a body model, config and device, built on first use
+    (on the shared body model, :func:`fitlib.body.model.shared_body_model`) and reused after."""
+    cfg = load_config(config)
+    return _fitter(model_key(model), cfg.model_dump_json(), str(torch.device(device or "cpu")))
+
+
+@functools.lru_cache(maxsize=8)
+def _fitter(model: tuple, config_json: str, device: str) -> Fitter:
+    return Fitter(shared_body_model(model[0], device), FitConfig.model_validate_json(config_json))
 
 
 def _as_keypoints(keypoints: Any, layout: str) -> tuple[np.ndarray, str]:
@@ -30,8 +49,6 @@ def _as_keypoints(keypoints: Any, layout: str) -> tuple[np.ndarray, str]:
     if arr is not None and arr.ndim not in (2, 3) and arr.size:  # a numeric array of the wrong rank
         raise ValueError(f"keypoints must be an array [P, J, 3] (or [J, 3] for one person), got shape {arr.shape}")
     if arr is None or arr.ndim not in (2, 3):
-        from fitlib.mmpose_io import keypoints_from_mmpose
-
         kp = keypoints_from_mmpose(keypoints)
         return np.asarray(kp.keypoints, dtype=np.float64), kp.layout
     if arr.ndim == 2:
@@ -43,12 +60,8 @@ def _as_keypoints(keypoints: Any, layout: str) -> tuple[np.ndarray, str]:
     return arr, layout
 
 
-def _as_init(init: Any, P: int) -> dict | None:
-    if init is None:
-        return None
-    if isinstance(init, FitResult):
-        init = {"pose": init.pose, "betas": init.betas, "transl": init.transl}
-    return check_init(init, P, torch.float64)
+def _as_init(init: Any, P: int) -> SMPLParams | None:
+    return None if init is None else as_params(init, P, torch.float64)
 
 
 def fit(image: str | Path | np.ndarray, keypoints: Any = None, *, layout: str = "coco17",
@@ -60,13 +73,14 @@ def fit(image: str | Path | np.ndarray, keypoints: Any = None, *, layout: str = 
         image: a path or an HxW / HxWx3 / HxWx4 uint8 array (RGB); used for its
             size, the default intrinsics and overlays.
         keypoints: [P, J, 3] (x px, y px, confidence) in ``layout``, a
-            :class:`fitlib.detect.Keypoints`, or mmpose's output (result dicts,
+            :class:`fitlib.Keypoints`, or mmpose's output (result dicts,
             ``PoseDataSample``s, saved JSON); None runs the bundled detector.
         layout: layout of a plain keypoint array (ignored for the other forms).
         K: [3, 3] intrinsics in pixels; default focal ``sqrt(w² + h²)``, centred.
-        init: starting SMPL parameters (a :class:`FitResult` or a dict with
-            ``pose`` [P, 72], ``betas`` [P, 10], ``transl`` [P, 3]), e.g. from a
-            regressor or the previous video frame.
+        init: starting SMPL parameters of the P people, e.g. from a regressor or the previous
+            video frame: a :class:`fitlib.SMPLParams`, a :class:`FitResult`, or a dict of
+            ``pose`` [P, 72] (or ``global_orient`` [P, 3] + ``body_pose`` [P, 69]), ``betas``
+            [P, 10], ``transl`` [P, 3] (any may be left out).
         config: fitting config name (``default``, ``fast``, ``spin``), YAML path, dict or :class:`FitConfig`.
         device: torch device (default CPU).
         model: body model (``"open"`` or an SMPL file/folder).
@@ -93,9 +107,8 @@ def fit_batch(images: list, keypoints: list | None = None, *, layout: str = "coc
     init = [None] * n if init is None else list(init)
     if not (len(keypoints) == len(K) == len(init) == n):
         raise ValueError(f"fit_batch: {n} images but {len(keypoints)} keypoint sets, {len(K)} K and {len(init)} inits")
-    bm = load_body_model(model, device=device)
-    dev, dtype = bm.joint_template.device, bm.joint_template.dtype
-    cfg = load_config(config)
+    fitter = shared_fitter(model, config, device)
+    dev, dtype = fitter.device, fitter.dtype
     items = []
     for img_in, kp_in, K_in, init_in in zip(images, keypoints, K, init):
         img = load_image(img_in)
@@ -109,7 +122,7 @@ def fit_batch(images: list, keypoints: list | None = None, *, layout: str = "coc
     results: list[FitResult | None] = [None] * n
     # one optimiser batch per layout and per kind of init (people are independent problems, so the grouping
     # changes no result; a person with an init pose is refined, one without is fitted from the fitter's starts)
-    kind = lambda it: (it["layout"], None if it["init"] is None else tuple(sorted(it["init"])))  # noqa: E731
+    kind = lambda it: (it["layout"], None if it["init"] is None else it["init"].given())  # noqa: E731
     for key in dict.fromkeys(kind(it) for it in items):
         lay = key[0]
         idx = [i for i, it in enumerate(items) if kind(it) == key]
@@ -124,29 +137,23 @@ def fit_batch(images: list, keypoints: list | None = None, *, layout: str = "coc
         kp = torch.as_tensor(np.concatenate([it["kps"] for it in group]), dtype=dtype, device=dev)
         Ks = torch.cat([it["K"].expand(c, 3, 3) for it, c in zip(group, counts)]).to(dev, dtype)
         sizes = torch.tensor([it["size"] for it, c in zip(group, counts) for _ in range(c)], dtype=dtype, device=dev)
-        init_all = _stack_inits([it["init"] for it in group])
-        out = fit_keypoints(bm, kp, Ks, lay, cfg, init_all, image_size=sizes)
+        init_all = None if group[0]["init"] is None else SMPLParams.cat([it["init"] for it in group])
+        out = fitter.fit(kp, Ks, lay, init_all, image_size=sizes)
         np_ = lambda t: t.detach().cpu().numpy()  # noqa: E731
+        pose = np_(out.params.pose).reshape(P, 72).astype(np.float64)
         start = 0
         for i, it, c in zip(idx, group, counts):
             r = slice(start, start + c)
             start += c
             results[i] = FitResult(
-                pose=np_(out.pose[r]).reshape(c, 72).astype(np.float64), betas=np_(out.betas[r]).astype(np.float64),
-                transl=np_(out.transl[r]).astype(np.float64), K=it["K"].numpy(), image_size=it["size"], layout=lay,
+                pose=pose[r], betas=np_(out.params.betas[r]).astype(np.float64),
+                transl=np_(out.params.transl[r]).astype(np.float64), K=it["K"].numpy(), image_size=it["size"], layout=lay,
                 keypoints=it["kps"], projected=np_(out.projected[r]).astype(np.float64),
                 joints=np_(out.joints[r]).astype(np.float64),
                 reprojection_error=np_(out.reprojection_error[r]).astype(np.float64),
                 loss=np_(out.loss[r]).astype(np.float64), converged=np_(out.converged[r]), fitted=np_(out.fitted[r]),
                 model=str(model))
     return results
-
-
-def _stack_inits(inits: list[dict | None]) -> dict | None:
-    """One init dict for a batch whose images all have no init or inits with the same keys."""
-    if inits[0] is None:
-        return None
-    return {k: torch.cat([i[k] for i in inits]) for k in inits[0]}
 
 
 def _empty_result(item: dict, layout: str, J: int, model) -> FitResult:

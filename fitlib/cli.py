@@ -1,4 +1,4 @@
-"""The ``fitlib`` command line: ``fitlib fit``, ``fitlib detect``, ``fitlib build-model``."""
+"""The ``fitlib`` command line: ``fitlib fit``, ``detect``, ``build-model``, ``train-prior``, ``extract-mocap``."""
 from __future__ import annotations
 
 import argparse
@@ -53,7 +53,7 @@ def _cmd_fit(args) -> int:
     from tqdm import tqdm
 
     from fitlib.api import fit_batch
-    from fitlib.image_io import load_image
+    from fitlib.io.images import load_image
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -65,7 +65,7 @@ def _cmd_fit(args) -> int:
         print(f"{len(images) - len(todo)} of {len(images)} images already fitted in {out}: skipped")
     keypoints = None
     if args.keypoints:
-        from fitlib.mmpose_io import keypoints_from_mmpose
+        from fitlib.detection import keypoints_from_mmpose
 
         keypoints = [keypoints_from_mmpose(json.loads(Path(args.keypoints).read_text()))]
     failed: list[str] = []
@@ -99,7 +99,7 @@ def _cmd_fit(args) -> int:
 
 
 def _cmd_detect(args) -> int:
-    from fitlib.detect import detect
+    from fitlib.detection import detect
 
     kw = {"config": args.config, "checkpoint": args.checkpoint} if args.backend == "mmpose" else {}
     if args.backend == "mmpose" and not (args.config and args.checkpoint):
@@ -116,9 +116,9 @@ def _cmd_detect(args) -> int:
 
 
 def _cmd_build_model(args) -> int:
-    from fitlib.open_model import BuildConfig, build_open_model, open_model_path, save_model_file
+    from fitlib.body.open_model import BuildConfig, build_open_model, open_model_path, save_model_file
 
-    from fitlib.model_file import read_model_file
+    from fitlib.body.model_file import read_model_file
 
     path = open_model_path(BuildConfig())
     if path.exists() and not args.force:
@@ -132,6 +132,44 @@ def _cmd_build_model(args) -> int:
     save_model_file(data, path)
     print(f"open model written to {path}: shape variance explained {report.variance_explained:.4%}, "
           f"joint regressor error {report.regressor_error_mean * 1000:.2f} mm, {report.seconds:.0f} s")
+    return 0
+
+
+def _save_npz(arrays: dict, out: str) -> Path:
+    import numpy as np
+
+    from fitlib.io.atomic import atomic_write
+
+    path = Path(out)
+    with atomic_write(path) as fh:
+        np.savez_compressed(fh, **arrays)
+    return path
+
+
+def _cmd_train_prior(args) -> int:
+    from fitlib.body import prior_training
+    from fitlib.datasets import mocap
+
+    joints = {"observed": mocap.OBSERVED_JOINTS, "all": prior_training.BODY_JOINTS}.get(args.gmm_joints) \
+        or tuple(args.gmm_joints.split(","))
+    arrays = prior_training.train(args.amass, joints, k=args.components, step=args.step)
+    path = _save_npz(arrays, args.out)
+    print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")
+    print("\n".join(str(r) for r in arrays["training_data"]))
+    return 0
+
+
+def _cmd_extract_mocap(args) -> int:
+    import tempfile
+
+    from fitlib.datasets import mocap_extract as mx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        arrays = mx.extract(mx.wheel(args.pybullet_wheel, mx.PYBULLET, Path(tmp)),
+                            mx.wheel(args.holosoma_wheel, mx.HOLOSOMA, Path(tmp)))
+    path = _save_npz(arrays, args.out)
+    frames = {k.split("/")[0]: len(v) for k, v in arrays.items() if k.endswith("/poses")}
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): {frames}")
     return 0
 
 
@@ -159,6 +197,19 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("build-model", help="build and cache the open body model from anny")
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
     p.set_defaults(run=_cmd_build_model)
+    p = sub.add_parser("train-prior", help="train a pose prior from mocap (the shipped clips or AMASS files)")
+    p.add_argument("--amass", nargs="*", help="AMASS-style .npz files with 'poses' (default: the shipped mocap)")
+    p.add_argument("--gmm-joints", default="observed",
+                   help="'observed' (joints the shipped mocap measures), 'all', or comma-separated joint names")
+    p.add_argument("--components", type=_positive_int, default=12, help="mixture components")
+    p.add_argument("--step", type=_positive_int, default=1, help="keep every step-th frame")
+    p.add_argument("--out", default="pose_prior.npz", help="output .npz (the shipped one: priors/pose_prior.npz)")
+    p.set_defaults(run=_cmd_train_prior)
+    p = sub.add_parser("extract-mocap", help="extract the shipped mocap clips from the pybullet and holosoma wheels")
+    p.add_argument("--pybullet-wheel", help="path to the pybullet 3.2.7 wheel (default: pip download)")
+    p.add_argument("--holosoma-wheel", help="path to the holosoma-retargeting 0.1.0 wheel (default: pip download)")
+    p.add_argument("--out", default="mocap_poses.npz", help="output .npz (the shipped one: priors/mocap_poses.npz)")
+    p.set_defaults(run=_cmd_extract_mocap)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

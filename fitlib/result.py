@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,9 @@ import cv2
 import numpy as np
 import torch
 
-from fitlib.layouts import get_layout
+from fitlib.body.layouts import get_layout
+from fitlib.io.atomic import atomic_write
+from fitlib.params import SMPLParams
 
 
 @dataclass
@@ -54,12 +55,20 @@ class FitResult:
     def __len__(self) -> int:
         return int(self.pose.shape[0])
 
+    @property
+    def params(self) -> SMPLParams:
+        """The fitted parameters as an :class:`~fitlib.params.SMPLParams` (float64 tensors), e.g. to start
+        the next fit from (``fitlib.fit(..., init=result)`` takes the result itself too)."""
+        return SMPLParams.from_pose(torch.from_numpy(np.asarray(self.pose, np.float64)),
+                                    torch.from_numpy(np.asarray(self.betas, np.float64)),
+                                    torch.from_numpy(np.asarray(self.transl, np.float64)))
+
     # ------------------------------------------------------------ geometry
     def vertices(self, body_model=None) -> np.ndarray:
         """Mesh vertices [P, V, 3] in the camera frame (metres), computed on demand."""
-        from fitlib.body_model import load_body_model
+        from fitlib.body.model import shared_body_model
 
-        bm = body_model or load_body_model(self.model)
+        bm = body_model or shared_body_model(self.model)
         dtype = bm.joint_template.dtype
         with torch.no_grad():
             out = bm(torch.as_tensor(self.pose, dtype=dtype), torch.as_tensor(self.betas, dtype=dtype),
@@ -70,11 +79,11 @@ class FitResult:
         """Write one mesh per fitted person (``person_{i}.{obj,ply}``) through trimesh; returns the paths."""
         import trimesh
 
-        from fitlib.body_model import load_body_model
+        from fitlib.body.model import shared_body_model
 
         if fmt not in ("obj", "ply"):
             raise ValueError(f"mesh format must be 'obj' or 'ply', got {fmt!r}")
-        bm = body_model or load_body_model(self.model)
+        bm = body_model or shared_body_model(self.model)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = []
@@ -91,8 +100,8 @@ class FitResult:
         """The image the fit was made on (a path or an array, as :func:`fitlib.fit` takes it) with each
         fitted mesh shaded (painter's algorithm, Lambert light from the camera) and the fitted skeleton
         drawn on top; returns a new HxWx3 uint8 RGB array."""
-        from fitlib.body_model import load_body_model
-        from fitlib.image_io import load_image
+        from fitlib.body.model import shared_body_model
+        from fitlib.io.images import load_image
 
         canvas = load_image(image)  # a new C-contiguous array
         if canvas.shape[:2] != tuple(self.image_size):
@@ -100,7 +109,7 @@ class FitResult:
                              f"a {self.image_size[1]}x{self.image_size[0]} px image")
         if not self.fitted.any():
             return canvas
-        bm = body_model or load_body_model(self.model)
+        bm = body_model or shared_body_model(self.model)
         faces = bm.faces
         verts_all = self.vertices(bm)
         layer = canvas.copy()
@@ -150,19 +159,15 @@ class FitResult:
         return out
 
     def save(self, path: str | Path) -> Path:
-        """Save as ``.npz`` or ``.json`` (by suffix), atomically."""
+        """Save as ``.npz`` or ``.json`` (by suffix), atomically (:func:`fitlib.io.atomic_write`)."""
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
         if path.suffix not in (".json", ".npz"):
             raise ValueError(f"save a FitResult as .npz or .json, not {path.suffix!r}")
-        with open(tmp, "wb") as fh:
+        with atomic_write(path) as fh:
             if path.suffix == ".json":
                 fh.write(json.dumps(self.to_dict(), allow_nan=True).encode())
             else:
                 np.savez_compressed(fh, **{f.name: np.asarray(getattr(self, f.name)) for f in dataclasses.fields(self)})
-            fh.flush()
-            os.fsync(fh.fileno())  # on disk before the rename makes it visible (a power cut leaves old or new)
-        tmp.replace(path)
         return path
 
     @classmethod

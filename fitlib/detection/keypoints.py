@@ -1,0 +1,57 @@
+"""The people found in one image: :class:`Keypoints`, what every detector backend returns.
+
+Conventions: keypoints are ``(x, y, confidence)`` in pixels with pixel centres at integers,
+confidence in [0, 1], 0 meaning "not detected" (its x, y are then meaningless).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fitlib.body.layouts import get_layout
+
+
+@dataclass
+class Keypoints:
+    """People found in one image.
+
+    Attributes:
+        keypoints: ``(P, J, 3)`` float64: x px, y px, confidence in [0, 1] (0: not detected).
+        boxes: ``(P, 4)`` float64 person boxes ``(x1, y1, x2, y2)`` in pixels.
+        scores: ``(P,)`` float64 person scores in [0, 1].
+        layout: keypoint layout name (see :mod:`fitlib.body.layouts`), e.g. ``"coco17"``.
+        image_size: ``(height, width)`` of the image in pixels, or ``None`` if unknown.
+    """
+
+    keypoints: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    layout: str = "coco17"
+    image_size: tuple[int, int] | None = None
+
+    def __post_init__(self):
+        self.keypoints = np.asarray(self.keypoints, np.float64)
+        if self.keypoints.ndim != 3 or self.keypoints.shape[2] != 3:
+            raise ValueError(f"keypoints must have shape (P, J, 3), got {self.keypoints.shape}")
+        p, j = self.keypoints.shape[:2]
+        self.boxes = np.asarray(self.boxes, np.float64).reshape(-1, 4) if np.size(self.boxes) else np.zeros((0, 4))
+        self.scores = np.asarray(self.scores, np.float64).reshape(-1)
+        if self.boxes.shape != (p, 4) or self.scores.shape != (p,):
+            raise ValueError(f"{p} people but boxes {self.boxes.shape} and scores {self.scores.shape}")
+        n = len(get_layout(self.layout))
+        if n != j:
+            raise ValueError(f"layout {self.layout!r} has {n} keypoints, got {j}")
+        conf = self.keypoints[..., 2]
+        if not np.all(np.isfinite(self.keypoints[..., :2])[conf > 0]) or np.any((conf < 0) | (conf > 1)):
+            raise ValueError("keypoint confidences must be in [0, 1] and detected keypoints finite")
+        if self.image_size is not None:
+            self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def select(self, index) -> "Keypoints":
+        """The people at ``index`` (an int, slice, index array or boolean mask), as a new Keypoints."""
+        index = np.atleast_1d(np.arange(len(self))[index])
+        return Keypoints(self.keypoints[index], self.boxes[index], self.scores[index], self.layout, self.image_size)

@@ -1,0 +1,300 @@
+"""The batched SMPLify-style fitter: SMPL parameters from 2D keypoints, many people at once.
+
+:class:`Fitter` holds a body model, a config and the priors, built once and reused for every
+call of :meth:`Fitter.fit` (label jobs and training in the loop call it thousands of times).
+
+Every person is an independent problem.  The optimiser is a batched Adam whose
+state is kept per person: each person keeps the best iterate it reaches, and a
+person whose best loss stops improving leaves the working batch (per-person
+early stop) and costs nothing afterwards; L-BFGS can be chosen per stage
+(:mod:`fitlib.fitting.optimizers`).
+
+Without an initial estimate, the first (camera) stage runs from several headings
+and the first body stage from several starting poses (the pose prior's modes),
+all in one batch; each person keeps its best start (:mod:`fitlib.fitting.starts`).
+With one (``init``, e.g. a regressor's output), the fitter refines it.  Stages,
+weights and thresholds come from a :class:`fitlib.fitting.config.FitConfig`
+(``configs/*.yaml``); the loss terms from :mod:`fitlib.losses`.
+
+Camera frame: OpenCV (x right, y down, z forward), metres; keypoints in pixels.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import roma
+import torch
+
+from fitlib import losses
+from fitlib.body.layouts import KeypointLayout, get_layout
+from fitlib.body.model import BodyModel, load_body_model
+from fitlib.camera import project
+from fitlib.fitting.config import FitConfig, Stage, load_config
+from fitlib.fitting.optimizers import runner
+from fitlib.fitting.starts import (FACING_CAMERA, TORSO, best_of_starts, heading_starts, initial_translation,
+                                   point_indices, pose_starts, relaxed_pose)
+from fitlib.params import SMPLParams, as_params
+
+
+@dataclass
+class FitOutput:
+    """Per-person results of :meth:`Fitter.fit` (P people).
+
+    Attributes:
+        params: the fitted :class:`~fitlib.params.SMPLParams` ([P, 3], [P, 69], [P, 10], [P, 3];
+            orientation and translation in the camera frame, metres).
+        loss: [P] final total loss.
+        reprojection_error: [P] mean pixel distance over the keypoints used (NaN if not fitted).
+        converged: [P] bool, the early-stop test was met in the last stage.
+        fitted: [P] bool, False for people without enough usable keypoints (their parameters are the initial ones).
+        iterations: [P] optimiser iterations spent on the person, all stages.
+        joints: [P, 24, 3] fitted SMPL joints in the camera frame (metres).
+        projected: [P, J, 2] fitted keypoints projected (pixels; NaN for points the model cannot produce).
+    """
+
+    params: SMPLParams
+    loss: torch.Tensor
+    reprojection_error: torch.Tensor
+    converged: torch.Tensor
+    fitted: torch.Tensor
+    iterations: torch.Tensor
+    joints: torch.Tensor
+    projected: torch.Tensor
+
+
+@dataclass
+class Targets:
+    """What a stage's objective compares against, per person (b people of a working batch).
+
+    Attributes:
+        xy: [b, J, 2] keypoints (px), 0 where unusable.
+        weights: [b, J] per-point data weights (:func:`fitlib.losses.clean_keypoints`).
+        K: [b, 3, 3] intrinsics.
+        scale: [b] canonical scale of the residuals (:func:`fitlib.losses.canonical_scale`).
+        depth0: [b] starting depth (m), kept by the ``depth`` term.
+        body_pose0: [b, 69] the caller's initial body pose, pulled towards by ``init_pull``.
+        body_kp: [b, J, 3] keypoints posed with zero orientation and translation (rigid stages only).
+        root: [b, 3] rest pelvis joint (rigid stages only).
+    """
+
+    xy: torch.Tensor
+    weights: torch.Tensor
+    K: torch.Tensor
+    scale: torch.Tensor
+    depth0: torch.Tensor
+    body_pose0: torch.Tensor
+    body_kp: torch.Tensor | None = None
+    root: torch.Tensor | None = None
+
+    def index(self, rows) -> "Targets":
+        """The people at ``rows``."""
+        return Targets(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[rows]
+                          for f in dataclasses.fields(self)})
+
+
+class StageObjective:
+    """Per-person loss of one stage, the terms of :mod:`fitlib.losses` weighted by the stage's weights."""
+
+    def __init__(self, model: BodyModel, layout: KeypointLayout, config: FitConfig, stage: Stage,
+                 priors: losses.PriorTerms, init_pose_given: bool) -> None:
+        self.model, self.layout, self.config, self.stage, self.priors = model, layout, config, stage, priors
+        self.w = {k: float(v) for k, v in stage.weights.items() if v}
+        if not init_pose_given:  # the pull is towards a caller's estimate, not towards the fitter's own start
+            self.w.pop("init_pull", None)
+        sel = torch.zeros(len(layout), dtype=model.joint_template.dtype, device=model.joint_template.device)
+        sel[point_indices(layout, stage.keypoints) if stage.keypoints else slice(None)] = 1.0
+        self.select = sel  # [J] 1 for the points the stage's data term uses
+        # A stage that moves only the whole body (orientation, translation) poses the keypoints once
+        # and then rotates them about the pelvis: exact, and no body model per iteration.
+        self.rigid = not ({"body_pose", "betas"} & set(stage.params)) and not config.full_mesh
+
+    def prepare(self, p: SMPLParams, t: Targets) -> Targets:
+        """``t`` plus what the stage needs precomputed (``body_kp`` and ``root`` for a rigid stage)."""
+        if not self.rigid:
+            return t
+        with torch.no_grad():
+            pose = torch.cat([torch.zeros_like(p.global_orient)[:, None], p.body_pose.reshape(-1, 23, 3)], 1)
+            body_kp = self.model(pose, p.betas, layout=self.layout, validate=False).keypoints
+            root = self.model.rest_joints(p.betas)[:, 0]
+        return dataclasses.replace(t, body_kp=body_kp, root=root)
+
+    def keypoints(self, p: SMPLParams, t: Targets) -> torch.Tensor:
+        """The layout's points [b, J, 3] in the camera frame (metres)."""
+        if self.rigid:
+            R = roma.rotvec_to_rotmat(p.global_orient)
+            root = t.root[:, None]
+            return (t.body_kp - root) @ R.transpose(-1, -2) + root + p.transl[:, None]
+        return self.model(p.pose, p.betas, p.transl, layout=self.layout, vertices=self.config.full_mesh,
+                          validate=False).keypoints
+
+    def __call__(self, p: SMPLParams, t: Targets) -> torch.Tensor:
+        proj = project(self.keypoints(p, t), t.K)
+        w = self.w
+        loss = w.get("data", 0.0) * losses.reprojection_loss(proj, t.xy, t.weights * self.select, t.scale,
+                                                             self.config.robust_sigma)
+        if "depth" in w:
+            loss = loss + w["depth"] * (p.transl[:, 2] - t.depth0).pow(2)
+        if "pose_prior" in w:
+            loss = loss + w["pose_prior"] * self.priors.pose(p.body_pose)
+        if "angle" in w:
+            loss = loss + w["angle"] * self.priors.angle(p.body_pose)
+        if "shape" in w:
+            loss = loss + w["shape"] * self.priors.shape(p.betas)
+        if "init_pull" in w:
+            loss = loss + w["init_pull"] * (p.body_pose - t.body_pose0).pow(2).sum(-1)
+        return loss
+
+
+class Fitter:
+    """Fits SMPL to 2D keypoints; holds the body model, the config and the priors, built once.
+
+    Args:
+        model: a :class:`~fitlib.body.model.BodyModel`, or what :func:`~fitlib.body.model.load_body_model`
+            takes (``"open"``, an SMPL file or folder).
+        config: fitting settings (a shipped name, a YAML path, a dict or a :class:`FitConfig`;
+            default ``configs/default.yaml``).
+        device: where a model loaded here lives (a given model stays where it is).
+    """
+
+    def __init__(self, model: BodyModel | str | Path = "open", config: str | Path | dict | FitConfig | None = None,
+                 device: str | torch.device | None = None) -> None:
+        self.model = model if isinstance(model, BodyModel) else load_body_model(model, device=device)
+        self.config = load_config(config)
+        dtype, dev = self.model.joint_template.dtype, self.model.joint_template.device
+        cfg = self.config
+        self.priors = losses.PriorTerms(cfg.pose_prior, cfg.pose_prior_file, need_mixture=cfg.pose_starts > 0,
+                                        device=dev, dtype=dtype)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.joint_template.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.joint_template.dtype
+
+    def fit(self, keypoints: torch.Tensor, K: torch.Tensor, layout: str | KeypointLayout = "coco17",
+            init: SMPLParams | dict | None = None,
+            image_size: tuple[int, int] | torch.Tensor | None = None) -> FitOutput:
+        """Fit SMPL to the 2D keypoints of P people.
+
+        Args:
+            keypoints: [P, J, 3] (x px, y px, confidence in [0, 1]) in ``layout``; NaN or
+                low-confidence points are ignored.
+            K: [P, 3, 3] or [3, 3] intrinsics (pixels).
+            layout: the keypoints' layout.
+            init: optional starting values (:class:`~fitlib.params.SMPLParams` or what
+                :func:`~fitlib.params.as_params` takes); missing fields use the defaults
+                (relaxed pose facing the camera, mean shape, depth from torso length). With a body
+                pose, the fitter refines it instead of trying its own starting poses.
+            image_size: (height, width) in pixels, or [P, 2] per person (people from several
+                images fit in one batch); keypoints far outside their image are ignored.
+        Returns:
+            :class:`FitOutput`; people without enough keypoints are flagged ``fitted=False``.
+        """
+        layout = get_layout(layout)
+        keypoints, K, image_size = self._check_inputs(keypoints, K, layout, image_size)
+        P = keypoints.shape[0]
+        init = as_params({} if init is None else init, P, self.dtype, self.device)
+        xy, usable, targets, start = self._prepare(keypoints, K, layout, image_size, init)
+        torso_idx = point_indices(layout, TORSO)
+        fitted = usable[:, torso_idx].sum(1) >= self.config.min_torso_keypoints
+        params = start.clone()
+        loss = torch.full((P,), float("nan"), dtype=self.dtype, device=self.device)
+        converged = torch.zeros(P, dtype=torch.bool, device=self.device)
+        iterations = torch.zeros(P, dtype=torch.long, device=self.device)
+        idx = torch.nonzero(fitted).flatten()
+        if idx.numel():
+            p, l, c, n = self._run_stages(start.index(idx), targets.index(idx), xy[idx], usable[idx], layout,
+                                          init.body_pose is not None)
+            for k in SMPLParams.FIELDS:
+                getattr(params, k)[idx] = getattr(p, k).detach()
+            loss[idx], converged[idx], iterations[idx] = l, c, n
+        return self._output(params, loss, converged, fitted, iterations, keypoints, xy, usable, K, layout)
+
+    # ----------------------------------------------------------------------------------- steps
+    def _check_inputs(self, keypoints, K, layout: KeypointLayout, image_size):
+        dtype, dev = self.dtype, self.device
+        keypoints = torch.as_tensor(keypoints, dtype=dtype, device=dev)
+        if keypoints.ndim != 3 or keypoints.shape[1:] != (len(layout), 3):
+            raise ValueError(f"keypoints for layout {layout.name!r} must have shape [P, {len(layout)}, 3], "
+                             f"got {tuple(keypoints.shape)}")
+        P = keypoints.shape[0]
+        K = torch.as_tensor(K, dtype=dtype, device=dev)
+        if K.shape == (3, 3):
+            K = K.expand(P, 3, 3)
+        if K.shape != (P, 3, 3) or not torch.isfinite(K).all() or bool((K[:, [0, 1], [0, 1]] <= 0).any()):
+            raise ValueError(f"K must be finite [3, 3] or [P, 3, 3] intrinsics with positive focal lengths fx, fy, "
+                             f"got shape {tuple(K.shape)}")
+        if image_size is not None:
+            size_t = torch.as_tensor(image_size, dtype=dtype, device=dev)
+            if size_t.numel() not in (2, 2 * P) or not torch.isfinite(size_t).all() or bool((size_t <= 0).any()):
+                raise ValueError(f"image_size must be a positive (height, width) in pixels or [P, 2] of them for "
+                                 f"P={P}, got {image_size!r}")
+            image_size = size_t.reshape(-1, 2).expand(P, 2)
+        if len(point_indices(layout, TORSO)) != 4:
+            raise ValueError(f"layout {layout.name!r} has no shoulders and hips to fit the torso on")
+        return keypoints, K, image_size
+
+    def _prepare(self, keypoints, K, layout: KeypointLayout, image_size, init: SMPLParams):
+        """Cleaned keypoints, the data term's targets and the starting parameters of every person."""
+        cfg, dtype, dev = self.config, self.dtype, self.device
+        P = keypoints.shape[0]
+        kmap = self.model.keypoint_map(layout)
+        point_w = losses.point_weights(layout, cfg.keypoint_weights, dtype, dev)
+        xy, weights, usable = losses.clean_keypoints(keypoints, kmap.mask, point_w, cfg.keypoint_confidence_threshold,
+                                                     cfg.square_confidence, image_size)
+        if init.body_pose is not None:
+            body_pose0 = init.body_pose
+        else:
+            body_pose0 = relaxed_pose(P, dtype, dev)[:, 1:].reshape(P, 69)
+        orient0 = init.global_orient if init.global_orient is not None else \
+            torch.tensor(FACING_CAMERA, dtype=dtype, device=dev).expand(P, 3).clone()
+        betas0 = init.betas if init.betas is not None else torch.zeros(P, 10, dtype=dtype, device=dev)
+        start = SMPLParams(orient0, body_pose0.clone(), betas0, init.transl)
+        if start.transl is None:
+            with torch.no_grad():
+                start.transl = initial_translation(self.model, start.pose, betas0, xy, usable, K,
+                                                   point_indices(layout, TORSO))
+        targets = Targets(xy, weights, K, losses.canonical_scale(xy, usable), start.transl[:, 2].clone(),
+                          body_pose0.clone())
+        return xy, usable, targets, start
+
+    def _run_stages(self, params: SMPLParams, targets: Targets, xy, usable, layout: KeypointLayout,
+                    init_pose_given: bool):
+        """Every stage of the config over the fitted people; returns (params, loss, converged, iterations)."""
+        cfg = self.config
+        total_iters = torch.zeros(len(params), dtype=torch.long, device=self.device)
+        body_started = False
+        c = torch.zeros(len(params), dtype=torch.bool, device=self.device)
+        for i, stage in enumerate(cfg.stages):
+            problem = StageObjective(self.model, layout, cfg, stage, self.priors, init_pose_given)
+            targets = problem.prepare(params, targets)
+            if i == 0 and "global_orient" in stage.params:
+                owner, starts = heading_starts(params, xy, usable, cfg, layout, not init_pose_given)
+                params, _, c, n = best_of_starts(problem, params, targets, stage, cfg, owner, starts)
+            elif "body_pose" in stage.params and not body_started and not init_pose_given and cfg.pose_starts > 0:
+                owner, starts = pose_starts(params, self.priors.mixture.start_poses(cfg.pose_starts))
+                params, _, c, n = best_of_starts(problem, params, targets, stage, cfg, owner, starts)
+            else:
+                _, c, n = runner(cfg, stage)(problem, params, targets, stage, cfg)
+            total_iters += n
+            body_started = body_started or "body_pose" in stage.params
+        with torch.no_grad():
+            final = StageObjective(self.model, layout, cfg, cfg.stages[-1], self.priors, init_pose_given)
+            loss = final(params, final.prepare(params, targets))
+        return params, loss, c, total_iters
+
+    def _output(self, params: SMPLParams, loss, converged, fitted, iterations, keypoints, xy, usable, K,
+                layout: KeypointLayout) -> FitOutput:
+        vis = usable.to(self.dtype)
+        with torch.no_grad():
+            out = self.model(params.pose, params.betas, params.transl, layout=layout)
+            projected = project(out.keypoints, K)
+            dist = (projected - xy).norm(dim=-1)
+            reproj = (dist * vis).sum(1) / vis.sum(1).clamp(min=1)
+            projected[:, ~out.keypoint_mask] = float("nan")
+        reproj = torch.where(fitted, reproj, torch.full_like(reproj, float("nan")))
+        return FitOutput(params.detach(), loss, reproj, converged, fitted, iterations, out.joints, projected)

@@ -1,0 +1,41 @@
+"""The synthetic 3DPW-format set: the files have 3DPW's fields and shapes, and are deterministic under a seed."""
+import pickle
+
+import numpy as np
+
+from fitlib.datasets.synthetic import make_synthetic
+
+
+def test_files_have_3dpw_format(tiny_3dpw):
+    root, paths = tiny_3dpw
+    assert len(paths) == 1 and paths[0].parent == root / "sequenceFiles" / "test"
+    with open(paths[0], "rb") as f:
+        d = pickle.load(f, encoding="latin1")
+    P, T = len(d["poses"]), len(d["img_frame_ids"])
+    assert P == 1 and T == 4 and d["genders"][0] in ("m", "f")
+    assert d["poses"][0].shape == (T, 72) and d["trans"][0].shape == (T, 3) and d["betas"][0].shape == (10,)
+    assert d["poses2d"][0].shape == (T, 3, 18) and d["cam_poses"].shape == (T, 4, 4)
+    assert d["jointPositions"][0].shape == (T, 72) and d["campose_valid"][0].shape == (T,)
+    K = d["cam_intrinsics"]
+    assert K.shape == (3, 3) and abs(K[0, 0] - 1962) < 30 and (K[0, 2], K[1, 2]) == (540.0, 960.0)
+    R = d["cam_poses"][:, :3, :3]
+    assert np.allclose(R @ R.transpose(0, 2, 1), np.eye(3), atol=1e-9) and np.allclose(np.linalg.det(R), 1.0)
+    # detected points lie inside the 1080 x 1920 image, undetected ones are (0, 0, 0)
+    kp = d["poses2d"][0].transpose(0, 2, 1)
+    det = kp[..., 2] > 0
+    assert det.mean() > 0.7
+    assert (kp[det, 0] >= 0).all() and (kp[det, 0] < 1080).all() and (kp[det, 1] < 1920).all()
+    assert (kp[~det] == 0).all()
+    # the camera sees the person in front of it: joints have positive depth
+    J = d["jointPositions"][0].reshape(T, 24, 3)
+    depth = np.einsum("tij,tkj->tki", R, J)[..., 2] + d["cam_poses"][:, None, 2, 3]
+    assert (depth > 1.0).all()
+
+
+def test_deterministic_under_seed(tmp_path):
+    a = make_synthetic(tmp_path / "a", sequences=1, frames=3, seed=7)[0]
+    b = make_synthetic(tmp_path / "b", sequences=1, frames=3, seed=7)[0]
+    c = make_synthetic(tmp_path / "c", sequences=1, frames=3, seed=8)[0]
+    load = lambda p: pickle.load(open(p, "rb"), encoding="latin1")  # noqa: E731
+    assert np.array_equal(load(a)["poses2d"][0], load(b)["poses2d"][0])
+    assert not np.array_equal(load(a)["poses2d"][0], load(c)["poses2d"][0])
