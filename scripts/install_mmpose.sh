@@ -6,7 +6,7 @@
 # torchvision (and mmpose chumpy); a resolver would install a second OpenCV beside fitlib's
 # opencv-python-headless and a torchvision that replaces torch. So the OpenMMLab packages go in with
 # --no-deps and their real run-time needs are listed here. fitlib imports mmpose with stand-ins for
-# torchvision.transforms and pkg_resources when those are missing (fitlib/mmpose_io.py).
+# torchvision.transforms and pkg_resources when those are missing (fitlib/detection/mmpose_backend.py).
 #
 # The set (tested with Python 3.11, torch 2.13.0+cpu, numpy 2):
 #   mmcv 2.1.0 (mmdet 3.3.0, which mmpose.apis imports, rejects mmcv >= 2.2; mmcv-lite lacks mmcv._ext)
@@ -87,7 +87,7 @@ fi
 PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" "$py" - <<'EOF'
 import importlib.metadata as m
 
-from fitlib.mmpose_io import import_mmpose
+from fitlib.detection.mmpose_backend import import_mmpose
 
 import_mmpose()
 print("install_mmpose: ok:", ", ".join(f"{p} {m.version(p)}" for p in
