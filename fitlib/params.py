@@ -16,6 +16,10 @@ import numpy as np
 import torch
 
 
+MAX_ABS_BETA = 10.0
+"""Largest shape coefficient an initial estimate may have (betas are about N(0, 1) for SMPL and the open model)."""
+
+
 @dataclass
 class SMPLParams:
     """SMPL parameters of people in a batch of leading shape ``[...]`` (usually ``[P]``).
@@ -122,8 +126,8 @@ def as_params(value: Any, n: int | None, dtype: torch.dtype = torch.float32,
         :class:`SMPLParams` with fields [n, 3], [n, 69], [n, 10], [n, 3] (the ones given).
     Raises:
         ValueError naming the entry: unknown entries, wrong sizes, non-numeric or non-finite
-        values, both ``pose`` and ``global_orient``/``body_pose``, or a translation at or behind the
-        camera (z <= 0).
+        values, both ``pose`` and ``global_orient``/``body_pose``, betas beyond :data:`MAX_ABS_BETA`,
+        or a translation at or behind the camera (z <= 0).
     """
     if isinstance(getattr(value, "params", None), SMPLParams):
         value = value.params
@@ -160,6 +164,9 @@ def as_params(value: Any, n: int | None, dtype: torch.dtype = torch.float32,
     if "pose" in out:
         pose = out.pop("pose")
         out["global_orient"], out["body_pose"] = pose[:, :3].contiguous(), pose[:, 3:].contiguous()
+    if "betas" in out and bool((out["betas"].abs() > MAX_ABS_BETA).any()):
+        raise ValueError(f"init betas must lie within +-{MAX_ABS_BETA} (shape coefficients are ~N(0, 1); larger ones "
+                         f"are no human body), got {float(out['betas'].abs().max()):.3g}")
     if "transl" in out and bool((out["transl"][:, 2] <= 0).any()):
         raise ValueError("init transl puts a person at or behind the camera (z <= 0; camera frame, z forward)")
     return SMPLParams(**out)

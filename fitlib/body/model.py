@@ -95,6 +95,7 @@ class _KeypointMap:
     pair_template: torch.Tensor  # [Q, 3] sum_u w_ku W_uj v_template_u
     pair_shapedirs: torch.Tensor  # [Q, 3, 10]
     pair_posedirs_lo: torch.Tensor  # [207, Q * 3], rows in level order (joints 1-23 as the fast path orders them)
+    pair_ancestry: torch.Tensor | None = None  # [K, Q, 24], built on first use by keypoint_jacobian
 
 
 class _SMPL(smplx.SMPL):
@@ -158,6 +159,12 @@ class BodyModel(torch.nn.Module):
                 self.register_buffer(f"_level_parents_{d}", torch.tensor(par), persistent=False)
                 self._level_parents.append(("index", f"_level_parents_{d}"))
         self.register_buffer("_order", torch.tensor(order), persistent=False)
+        self._parent_lo = [-1] + [pos[SMPL_PARENTS[j]] for j in order[1:]]  # parent of each level-order joint
+        self.register_buffer("_parent_lo_t", torch.tensor(self._parent_lo[1:]), persistent=False)
+        ancestors = torch.eye(24, dtype=torch.bool)  # (j, i): i is j or one of its ancestors (level order)
+        for i in range(1, 24):
+            ancestors[i] |= ancestors[self._parent_lo[i]]
+        self.register_buffer("_ancestors", ancestors, persistent=False)
         self.register_buffer("_unorder", torch.argsort(torch.tensor(order)), persistent=False)
         # Rest joints and parent offsets in level order are linear in betas: one affine map [B, 10] -> [B, 48 * 3].
         to_offset = torch.eye(24, dtype=jreg.dtype)
@@ -167,6 +174,8 @@ class BodyModel(torch.nn.Module):
         self.register_buffer("_lo_bias", (rest_and_offset @ self.joint_template).reshape(-1), persistent=False)
         self.register_buffer("_lo_dirs", torch.einsum("ij,jcb->bic", rest_and_offset, self.joint_shapedirs)
                              .reshape(NUM_BETAS, -1), persistent=False)
+        self.register_buffer("_rest_shapedirs_lo", self.joint_shapedirs.index_select(0, torch.tensor(order)),
+                             persistent=False)  # [24, 3, 10] rest joints' shape directions, level order
         self.register_buffer("_eye3", torch.eye(3, dtype=dtype), persistent=False)
         self.register_buffer("_bottom_row", torch.tensor([[0.0, 0.0, 0.0, 1.0]], dtype=dtype), persistent=False)
         self._level_sizes = [e - s for s, e in self._level_slices]
@@ -326,11 +335,11 @@ class BodyModel(torch.nn.Module):
         """Rest-pose (T-pose) joints [..., 24, 3] in metres for betas [..., 10]."""
         return self.joint_template + torch.einsum("jcb,...b->...jc", self.joint_shapedirs, betas)
 
-    def _fast(self, pose: torch.Tensor, betas: torch.Tensor, kmap: _KeypointMap | None):
-        """Joints [B, 24, 3] and the keypoints' surface part [B, K, 3] (or None), without the mesh.
+    def _kinematics(self, pose: torch.Tensor, betas: torch.Tensor):
+        """Local rotations ``rot_lo`` [B, 24, 3, 3], rest joints ``rest_lo`` [B, 24, 3] and world transforms
+        ``world_lo`` [B, 24, 3, 4] (rotation | joint position, no translation), all in level order.
 
-        Works in level order throughout; gathers use ``index_select`` (on CPU many times faster
-        than advanced indexing, forward and backward)."""
+        Gathers use ``index_select`` (on CPU many times faster than advanced indexing, forward and backward)."""
         B = pose.shape[0]
         rot_lo = roma.rotvec_to_rotmat(pose.index_select(1, self._order))  # [B, 24, 3, 3]
         lin = torch.addmm(self._lo_bias, betas, self._lo_dirs).view(B, 48, 3)
@@ -349,20 +358,135 @@ class BodyModel(torch.nn.Module):
             else:
                 pw = pw.index_select(1, getattr(self, par[1]))
             world.append(pw @ loc)
-        world_lo = torch.cat(world, 1)  # [B, 24, 3, 4]
-        joints_lo = world_lo[..., 3]
-        joints = joints_lo.index_select(1, self._unorder)
-        if kmap is None or kmap.pair_joint.numel() == 0:
-            return joints, None
+        return rot_lo, rest_lo, torch.cat(world, 1)
+
+    def _pair_points(self, rot_lo, rest_lo, world_lo, betas, kmap: _KeypointMap):
+        """Each (keypoint, joint) pair's skinned point [B, Q, 3] and its offset ``a - c rest_j`` [B, Q, 3]."""
+        B = rot_lo.shape[0]
         feats = (rot_lo[:, 1:] - self._eye3).reshape(B, 207)
         a = kmap.pair_template + torch.einsum("qcb,nb->nqc", kmap.pair_shapedirs, betas) \
             + (feats @ kmap.pair_posedirs_lo).view(B, -1, 3)  # [B, Q, 3] blended rest offsets
         # skinning a point blended over joint j: R_j (a - c rest_j) + c J_j = [R_j | J_j] (a - c rest_j, c)
         q = kmap.pair_joint_lo
         c = kmap.pair_weight[:, None]
-        h = torch.cat([a - c * rest_lo.index_select(1, q), c.expand(B, -1, 1)], -1)  # [B, Q, 4]
-        x = (world_lo.index_select(1, q) @ h[..., None])[..., 0]
+        offset = a - c * rest_lo.index_select(1, q)
+        h = torch.cat([offset, c.expand(B, -1, 1)], -1)  # [B, Q, 4]
+        return (world_lo.index_select(1, q) @ h[..., None])[..., 0], offset
+
+    def _fast(self, pose: torch.Tensor, betas: torch.Tensor, kmap: _KeypointMap | None):
+        """Joints [B, 24, 3] and the keypoints' surface part [B, K, 3] (or None), without the mesh.
+
+        Works in level order throughout (:meth:`_kinematics`)."""
+        B = pose.shape[0]
+        rot_lo, rest_lo, world_lo = self._kinematics(pose, betas)
+        joints = world_lo[..., 3].index_select(1, self._unorder)
+        if kmap is None or kmap.pair_joint.numel() == 0:
+            return joints, None
+        x, _ = self._pair_points(rot_lo, rest_lo, world_lo, betas, kmap)
         return joints, x.new_zeros(B, kmap.mask.shape[0], 3).index_add(1, kmap.pair_point, x)
+
+    def _pair_ancestry(self, kmap: _KeypointMap) -> torch.Tensor:
+        """[K, Q, 24]: 1 where pair q belongs to keypoint k and level-order joint i is its joint or an ancestor."""
+        if kmap.pair_ancestry is None:
+            onehot = torch.zeros(kmap.mask.shape[0], kmap.pair_point.numel(), dtype=kmap.pair_weight.dtype,
+                                 device=kmap.pair_weight.device)
+            onehot[kmap.pair_point, torch.arange(kmap.pair_point.numel(), device=onehot.device)] = 1.0
+            kmap.pair_ancestry = onehot[:, :, None] * self._ancestors.to(onehot).index_select(0, kmap.pair_joint_lo)[None]
+        return kmap.pair_ancestry
+
+    def keypoint_jacobian(self, pose: torch.Tensor, betas: torch.Tensor, transl: torch.Tensor,
+                          layout: str | KeypointLayout) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keypoints and their exact Jacobian with respect to all 85 parameters, in closed form.
+
+        Args:
+            pose: [B, 24, 3] axis-angle (radians); betas: [B, 10]; transl: [B, 3] (metres).
+            layout: the keypoints to produce.
+        Returns:
+            ``keypoints`` [B, K, 3] (as :meth:`forward` gives them) and ``jacobian`` [B, K, 3, 85], the
+            columns being the pose's 72 numbers (SMPL joint order, 3 per joint), the 10 betas, then the
+            translation. Rotations: perturbing joint i's axis-angle by d turns its subtree by
+            ``w = R_world_i Jr(theta_i) d`` (``Jr`` the right Jacobian of SO(3)), which moves a point x
+            by ``w x (x - J_i)``; pose blend shapes add ``R_world_j d(a)/d(theta)`` for every joint;
+            the rest is linear in betas and translation. Matches autograd (tested); about 10x cheaper
+            than a batched backward per keypoint coordinate.
+        """
+        kmap = self.keypoint_map(layout)
+        B, dtype, dev = pose.shape[0], pose.dtype, pose.device
+        K = kmap.mask.shape[0]
+        rot_lo, rest_lo, world_lo = self._kinematics(pose, betas)
+        Rw, Jw = world_lo[..., :3], world_lo[..., 3]  # [B, 24, 3, 3], [B, 24, 3] in level order
+        W = Rw @ _so3_right_jacobian(pose.index_select(1, self._order))  # world turn per unit d: [B, 24, 3, 3]
+        anc = self._ancestors.to(dtype)  # [24, 24] (j, i): i is j or an ancestor of j, level order
+        # d J_j / d betas: J_j is the sum over its chain of R_world(parent(i)) offset_i (offset_root = J_root)
+        doff = self._lo_dirs.view(NUM_BETAS, 48, 3)[:, 24:].permute(1, 2, 0)  # [24, 3, 10]
+        parent_rot = torch.cat([self._eye3.expand(B, 1, 3, 3), Rw.index_select(1, self._parent_lo_t)], 1)
+        dJ = torch.einsum("ji,bicn->bjcn", anc, parent_rot @ doff)  # [B, 24, 3, 10]
+        jac_rot = torch.zeros(B, K, 3, 24, 3, dtype=dtype, device=dev)
+        jac_beta = torch.zeros(B, K, 3, NUM_BETAS, dtype=dtype, device=dev)
+        points = torch.zeros(B, K, 3, dtype=dtype, device=dev)
+        if kmap.pair_joint.numel():
+            q, c = kmap.pair_joint_lo, kmap.pair_weight
+            x, offset = self._pair_points(rot_lo, rest_lo, world_lo, betas, kmap)  # [B, Q, 3]
+            points = points.index_add(1, kmap.pair_point, x)
+            # rigid motion of the subtrees above each pair's joint i: w_i x (x_q - c_q J_i), summed over the
+            # keypoint's pairs: w_i x (X_ki - C_ki J_i), X_ki = sum_q anc(j_q, i) x_q, C_ki = sum_q anc(j_q, i) c_q
+            sel = self._pair_ancestry(kmap)  # [K, Q, 24]
+            X = torch.einsum("kqi,bqc->bkic", sel, x) - torch.einsum("kqi,q->ki", sel, c)[None, :, :, None] * Jw[:, None]
+            jac_rot = jac_rot + _turn(W, X).permute(0, 1, 4, 2, 3)  # [B, K, 3 (xyz), 24, 3]
+            # pose blend shapes: d a_q / d theta_i through vec(R_i), for the 23 non-root joints
+            # d R_i / d d_k = R_i [Jr(theta_i) e_k]x
+            jr = _so3_right_jacobian(pose.index_select(1, self._order[1:]))  # [B, 23, 3, 3]
+            dR = rot_lo[:, 1:, None] @ _skew(jr.transpose(-1, -2))  # [B, 23, 3 (d), 3, 3]
+            P = kmap.pair_posedirs_lo.view(23, 9, -1, 3)  # [23, 9, Q, 3]
+            blend = torch.einsum("bqxc,ifqc->bqxif", Rw.index_select(1, q), P)  # [B, Q, 3, 23, 9]
+            blend = blend.new_zeros(B, K, 3, 23, 9).index_add(1, kmap.pair_point, blend)
+            jac_rot[:, :, :, 1:] += torch.einsum("bkxif,bidf->bkxid", blend, dR.flatten(-2))
+            dshape = kmap.pair_shapedirs - c[:, None, None] * self._rest_shapedirs_lo.index_select(0, q)
+            jb = Rw.index_select(1, q) @ dshape + c[None, :, None, None] * dJ.index_select(1, q)
+            jac_beta = jac_beta.index_add(1, kmap.pair_point, jb)
+        if kmap.joint_weights.abs().sum() > 0:  # points on joints: J_j moves with its strict ancestors
+            jw = kmap.joint_weights.index_select(1, self._order)  # [K, 24] level order
+            points = points + torch.einsum("kj,bjc->bkc", jw, Jw)
+            strict = anc - torch.eye(24, dtype=dtype, device=dev)  # J_j does not move with its own rotation
+            Xj = torch.einsum("kj,ji->ki", jw, strict)[None, :, :, None] * Jw[:, None]  # [B, K, 24 (i), 3]
+            Xj = torch.einsum("kj,ji,bjc->bkic", jw, strict, Jw) - Xj
+            jac_rot = jac_rot + _turn(W, Xj).permute(0, 1, 4, 2, 3)
+            jac_beta = jac_beta + torch.einsum("kj,bjcn->bkcn", jw, dJ)
+        jac_rot = jac_rot.index_select(3, self._unorder).reshape(B, K, 3, 72)
+        mask = kmap.mask_float  # [K, 1]
+        eye = torch.eye(3, dtype=dtype, device=dev).expand(B, K, 3, 3) * mask[None, :, :, None]
+        keypoints = points + transl[:, None] * mask
+        return keypoints, torch.cat([jac_rot, jac_beta, eye], -1)
+
+
+def _turn(W: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+    """[B, K, 24, 3 (d), 3 (xyz)]: ``W[:, i, :, d] x X[:, k, i]``, the motion of points ``X`` [B, K, 24, 3]
+    (relative to joint i) when joint i turns by the world rotations ``W`` [B, 24, 3, 3] per unit d."""
+    a = W.transpose(-1, -2)[:, None]  # [B, 1, 24, 3 (d), 3]
+    b = X[:, :, :, None]  # [B, K, 24, 1, 3]
+    ax, ay, az = a.unbind(-1)
+    bx, by, bz = b.unbind(-1)
+    return torch.stack([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx], -1)
+
+
+def _skew(v: torch.Tensor) -> torch.Tensor:
+    """[..., 3, 3] cross-product matrices of vectors [..., 3]."""
+    x, y, z = v.unbind(-1)
+    o = torch.zeros_like(x)
+    return torch.stack([o, -z, y, z, o, -x, -y, x, o], -1).reshape(*v.shape, 3)
+
+
+def _so3_right_jacobian(rotvec: torch.Tensor) -> torch.Tensor:
+    """Right Jacobians [..., 3, 3] of SO(3)'s exponential at axis-angles [..., 3]:
+    ``Exp(t + d) = Exp(t) Exp(Jr(t) d)`` to first order."""
+    angle2 = rotvec.pow(2).sum(-1, keepdim=True)[..., None]  # [..., 1, 1]
+    small = angle2 < 1e-8
+    angle = angle2.clamp(min=1e-16).sqrt()
+    a = torch.where(small, 0.5 - angle2 / 24, (1 - torch.cos(angle)) / angle2.clamp(min=1e-16))
+    b = torch.where(small, 1.0 / 6 - angle2 / 120, (angle - torch.sin(angle)) / (angle2 * angle).clamp(min=1e-24))
+    K = _skew(rotvec)
+    eye = torch.eye(3, dtype=rotvec.dtype, device=rotvec.device)
+    return eye - a * K + b * (K @ K)
 
 
 def _model_path(model: str | Path, gender: str) -> tuple[Path, str]:

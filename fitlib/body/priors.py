@@ -140,9 +140,19 @@ for _name, _axis, _sign in (("left_knee", 0, 1.0), ("right_knee", 0, 1.0), ("lef
     _FLEXION[3 * _BODY.index(_name) + _axis] = _sign
 _FLEXION_IDX = torch.nonzero(_FLEXION).flatten()
 _FLEXION_SIGN = _FLEXION[_FLEXION_IDX]
+ANGLE_SCALE = 0.1
+"""Default hyper-extension (radians) that costs 1 in :func:`angle_prior`."""
+LIMIT_SCALE = 0.1
+"""Default excess over a joint range (radians) that costs 1 in :func:`joint_limit_prior`."""
 
 
-def angle_prior(body_pose: torch.Tensor, tolerance: float = 0.0, scale: float = 0.1) -> torch.Tensor:
+def angle_prior_terms(dtype: torch.dtype = torch.float32, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which body-pose numbers :func:`angle_prior` reads: (indices [4] into the 69, flexion signs [4]);
+    flexion = ``body_pose[..., idx] * sign`` (positive = the anatomical bend)."""
+    return _FLEXION_IDX.to(device), _FLEXION_SIGN.to(device=device, dtype=dtype)
+
+
+def angle_prior(body_pose: torch.Tensor, tolerance: float = 0.0, scale: float = ANGLE_SCALE) -> torch.Tensor:
     """Penalty on elbow and knee hyper-extension (flexion below zero).
 
     Args:
@@ -158,7 +168,7 @@ def angle_prior(body_pose: torch.Tensor, tolerance: float = 0.0, scale: float = 
     return (torch.relu(-flex - tolerance) / scale).square().sum(-1)
 
 
-def joint_limit_prior(body_pose: torch.Tensor, joint_ranges: torch.Tensor, scale: float = 0.1) -> torch.Tensor:
+def joint_limit_prior(body_pose: torch.Tensor, joint_ranges: torch.Tensor, scale: float = LIMIT_SCALE) -> torch.Tensor:
     """Penalty on axis-angle components outside per-axis joint ranges.
 
     Args:

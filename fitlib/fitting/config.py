@@ -73,6 +73,20 @@ class Convergence(_Settings):
     enabled: StrictBool = True
 
 
+class Refine(_Settings):
+    """The refine path (:mod:`fitlib.fitting.refine`), used when ``init`` gives a body pose: a per-person
+    Levenberg-Marquardt solve from the estimate instead of the stages. Stopping: an accepted step that lowers
+    the loss by less than ``ftol`` (relative), a step shorter than ``xtol``, or ``max_iterations``."""
+
+    weights: dict[Literal["data", "pose_prior", "angle", "shape", "init_pull", "init_shape"], NonNegative]
+    max_iterations: StrictInt = Field(10, ge=1)
+    screen_iterations: StrictInt = Field(2, ge=1)  # with a turned start too: iterations before each keeps its best
+    robust_sigma: Positive | None = None  # Geman-McClure scale (canonical px; None: the config's robust_sigma)
+    ftol: NonNegative = 1e-4
+    xtol: NonNegative = 1e-6
+    damping: Positive = 1e-3
+
+
 class FitConfig(_Settings):
     """All settings of the fitter; see ``configs/default.yaml`` for what each number means."""
 
@@ -90,6 +104,7 @@ class FitConfig(_Settings):
     keypoint_weights: dict[str, NonNegative] = Field(default_factory=dict)
     convergence: Convergence = Field(default_factory=Convergence)
     full_mesh: StrictBool = False  # run the full mesh forward every iteration (reference mode only)
+    refine: Refine | None = None  # with an initial body pose: the refine path (None: the stages, from the estimate)
 
     @field_validator("keypoint_weights")
     @classmethod
@@ -129,6 +144,8 @@ def _describe(error: dict, data: Any) -> str:
         loc, model = loc[2:], Stage
     elif loc[:1] == ["convergence"] and len(loc) > 1:
         where, loc, model = "convergence: ", loc[1:], Convergence
+    elif loc[:1] == ["refine"] and len(loc) > 1:
+        where, loc, model = "refine: ", loc[1:], Refine
     field = ".".join(str(x) for x in loc) or "settings"
     msg = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":

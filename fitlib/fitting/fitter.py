@@ -12,9 +12,12 @@ early stop) and costs nothing afterwards; L-BFGS can be chosen per stage
 Without an initial estimate, the first (camera) stage runs from several headings
 and the first body stage from several starting poses (the pose prior's modes),
 all in one batch; each person keeps its best start (:mod:`fitlib.fitting.starts`).
-With one (``init``, e.g. a regressor's output), the fitter refines it.  Stages,
-weights and thresholds come from a :class:`fitlib.fitting.config.FitConfig`
-(``configs/*.yaml``); the loss terms from :mod:`fitlib.losses`.
+With an initial body pose (``init``: a regressor's output, the previous video frame, a
+stored label), the fitter instead refines it by a per-person Levenberg-Marquardt solve
+(:mod:`fitlib.fitting.refine`, the config's ``refine`` section) that never ends above the
+start's loss.  Stages, weights and thresholds come from a
+:class:`fitlib.fitting.config.FitConfig` (``configs/*.yaml``); the loss terms from
+:mod:`fitlib.losses`.
 
 Camera frame: OpenCV (x right, y down, z forward), metres; keypoints in pixels.
 """
@@ -32,10 +35,12 @@ from fitlib.body.layouts import KeypointLayout, get_layout
 from fitlib.body.model import BodyModel, load_body_model
 from fitlib.camera import project
 from fitlib.fitting.config import FitConfig, Stage, load_config
+from fitlib.fitting.lm import LMSettings
 from fitlib.fitting.optimizers import runner
-from fitlib.fitting.starts import (FACING_CAMERA, TORSO, best_of_starts, heading_starts, initial_translation,
-                                   point_indices, pose_starts, relaxed_pose)
-from fitlib.params import SMPLParams, as_params
+from fitlib.fitting.refine import RefineObjective, RefineTargets, pack, refine, unpack
+from fitlib.fitting.starts import (FACING_CAMERA, TORSO, best_of_starts, best_rows, heading_starts,
+                                   initial_translation, point_indices, pose_starts, relaxed_pose)
+from fitlib.params import MAX_ABS_BETA, SMPLParams, as_params
 
 
 @dataclass
@@ -45,11 +50,17 @@ class FitOutput:
     Attributes:
         params: the fitted :class:`~fitlib.params.SMPLParams` ([P, 3], [P, 69], [P, 10], [P, 3];
             orientation and translation in the camera frame, metres).
-        loss: [P] final total loss.
+        loss: [P] final total loss (of the last stage's objective, or of the refine objective).
         reprojection_error: [P] mean pixel distance over the keypoints used (NaN if not fitted).
-        converged: [P] bool, the early-stop test was met in the last stage.
-        fitted: [P] bool, False for people without enough usable keypoints (their parameters are the initial ones).
-        iterations: [P] optimiser iterations spent on the person, all stages.
+        converged: [P] bool, the convergence test was met: the early stop of the last stage (its best loss
+            gained less than ``convergence.ftol`` over the window), or, on the refine path, the
+            Levenberg-Marquardt criteria (``refine.ftol`` / ``xtol``) before ``refine.max_iterations``.
+            False where the schedule, not convergence, ended the fit.
+        fitted: [P] bool, False for people without enough usable keypoints or spread (:data:`MIN_SPREAD_PX`; their
+            parameters are the initial ones) and for fits outside :data:`DEPTH_RANGE_M` or :data:`MAX_LATERAL`, with betas beyond
+            :data:`fitlib.params.MAX_ABS_BETA` or with errors above :data:`MAX_RELATIVE_ERROR`.
+        iterations: [P] optimiser iterations spent on the person, all stages and starts (on the refine
+            path: Jacobian evaluations).
         joints: [P, 24, 3] fitted SMPL joints in the camera frame (metres).
         projected: [P, J, 2] fitted keypoints projected (pixels; NaN for points the model cannot produce).
     """
@@ -92,6 +103,27 @@ class Targets:
         """The people at ``rows``."""
         return Targets(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[rows]
                           for f in dataclasses.fields(self)})
+
+
+MIN_SPREAD_PX = 4.0
+"""People whose usable keypoints span a box of less than this diagonal (pixels) are not fitted: nothing about a
+body can be read from a few pixels (e.g. every keypoint on one pixel)."""
+MAX_LATERAL = 100.0
+"""A fit more than this many times its depth off the optical axis (beyond 89.4 degrees) is flagged not fitted."""
+MAX_RELATIVE_ERROR = 0.25
+"""A fit whose mean reprojection error exceeds this fraction of the person's 2D size (box diagonal of the usable
+keypoints) is flagged not fitted: it does not explain the keypoints (good fits are at 1-5 %)."""
+DEPTH_RANGE_M = (0.05, 1000.0)
+"""A fit whose translation puts the body outside this depth range (metres) is flagged not fitted (an absurd
+focal length, keypoints that no body fits)."""
+
+
+def _spread(xy: torch.Tensor, usable: torch.Tensor) -> torch.Tensor:
+    """[P] diagonal (px) of the box around each person's usable keypoints (0 without any)."""
+    lo = torch.where(usable[..., None], xy, torch.full_like(xy, float("inf"))).amin(1)
+    hi = torch.where(usable[..., None], xy, torch.full_like(xy, float("-inf"))).amax(1)
+    size = (hi - lo).norm(dim=-1)
+    return torch.where(torch.isfinite(size), size, torch.zeros_like(size))
 
 
 class StageObjective:
@@ -176,7 +208,7 @@ class Fitter:
         return self.model.joint_template.dtype
 
     def fit(self, keypoints: torch.Tensor, K: torch.Tensor, layout: str | KeypointLayout = "coco17",
-            init: SMPLParams | dict | None = None,
+            init: SMPLParams | dict | list | None = None,
             image_size: tuple[int, int] | torch.Tensor | None = None) -> FitOutput:
         """Fit SMPL to the 2D keypoints of P people.
 
@@ -185,10 +217,12 @@ class Fitter:
                 low-confidence points are ignored.
             K: [P, 3, 3] or [3, 3] intrinsics (pixels).
             layout: the keypoints' layout.
-            init: optional starting values (:class:`~fitlib.params.SMPLParams` or what
-                :func:`~fitlib.params.as_params` takes); missing fields use the defaults
-                (relaxed pose facing the camera, mean shape, depth from torso length). With a body
-                pose, the fitter refines it instead of trying its own starting poses.
+            init: optional starting values for all P people (:class:`~fitlib.params.SMPLParams` or what
+                :func:`~fitlib.params.as_params` takes), or a list of P per-person values (each one
+                person's record, or None: that person is fitted from the fitter's own starts); missing
+                fields use the defaults (relaxed pose facing the camera, mean shape, depth from torso
+                length). With a body pose, the fitter refines it (the config's ``refine`` path)
+                instead of trying its own starting poses.
             image_size: (height, width) in pixels, or [P, 2] per person (people from several
                 images fit in one batch); keypoints far outside their image are ignored.
         Returns:
@@ -197,22 +231,47 @@ class Fitter:
         layout = get_layout(layout)
         keypoints, K, image_size = self._check_inputs(keypoints, K, layout, image_size)
         P = keypoints.shape[0]
+        if isinstance(init, (list, tuple)):
+            return self._fit_mixed(keypoints, K, layout, list(init), image_size)
         init = as_params({} if init is None else init, P, self.dtype, self.device)
         xy, usable, targets, start = self._prepare(keypoints, K, layout, image_size, init)
         torso_idx = point_indices(layout, TORSO)
-        fitted = usable[:, torso_idx].sum(1) >= self.config.min_torso_keypoints
+        fitted = (usable[:, torso_idx].sum(1) >= self.config.min_torso_keypoints) & \
+            (_spread(xy, usable) >= MIN_SPREAD_PX)
         params = start.clone()
         loss = torch.full((P,), float("nan"), dtype=self.dtype, device=self.device)
         converged = torch.zeros(P, dtype=torch.bool, device=self.device)
         iterations = torch.zeros(P, dtype=torch.long, device=self.device)
         idx = torch.nonzero(fitted).flatten()
         if idx.numel():
-            p, l, c, n = self._run_stages(start.index(idx), targets.index(idx), xy[idx], usable[idx], layout,
-                                          init.body_pose is not None)
+            run = self._refine if init.body_pose is not None and self.config.refine is not None else self._run_stages
+            p, l, c, n = run(start.index(idx), targets.index(idx), xy[idx], usable[idx], layout,
+                             init.body_pose is not None, free_heading=init.global_orient is None,
+                             betas_given=init.betas is not None)
             for k in SMPLParams.FIELDS:
                 getattr(params, k)[idx] = getattr(p, k).detach()
             loss[idx], converged[idx], iterations[idx] = l, c, n
+        depth = params.transl[:, 2]
+        fitted &= (depth >= DEPTH_RANGE_M[0]) & (depth <= DEPTH_RANGE_M[1])  # e.g. a focal length of 1e-9 px
+        fitted &= params.transl[:, :2].abs().amax(-1) <= MAX_LATERAL * depth.clamp(min=0)  # off to the side
+        fitted &= params.betas.abs().amax(-1) <= MAX_ABS_BETA  # no human body
         return self._output(params, loss, converged, fitted, iterations, keypoints, xy, usable, K, layout)
+
+    def _fit_mixed(self, keypoints, K, layout: KeypointLayout, inits: list, image_size) -> FitOutput:
+        """A per-person list of inits: the people whose inits give the same fields are fitted together
+        (people are independent problems, so the grouping changes no result), the outputs merged."""
+        P = keypoints.shape[0]
+        if len(inits) != P:
+            raise ValueError(f"init is a list of {len(inits)} per-person values for {P} people")
+        records = [None if v is None else as_params(v, 1, self.dtype, self.device) for v in inits]
+        kinds = [() if r is None else r.given() for r in records]
+        parts = []
+        for kind in dict.fromkeys(kinds):
+            rows = torch.tensor([i for i, k in enumerate(kinds) if k == kind], device=self.device)
+            init = None if not kind else SMPLParams.cat([records[i] for i in rows.tolist()])
+            size = None if image_size is None else image_size[rows]
+            parts.append((rows, self.fit(keypoints[rows], K[rows], layout, init, size)))
+        return _merge_outputs(parts, P)
 
     # ----------------------------------------------------------------------------------- steps
     def _check_inputs(self, keypoints, K, layout: KeypointLayout, image_size):
@@ -222,12 +281,27 @@ class Fitter:
             raise ValueError(f"keypoints for layout {layout.name!r} must have shape [P, {len(layout)}, 3], "
                              f"got {tuple(keypoints.shape)}")
         P = keypoints.shape[0]
-        K = torch.as_tensor(K, dtype=dtype, device=dev)
+        conf = keypoints[..., 2]
+        bad = torch.isfinite(conf) & ((conf < 0) | (conf > 1))
+        if bool(bad.any()):
+            raise ValueError(f"keypoint confidences must be in [0, 1] (NaN: missing), got {float(conf[bad][0])!r} "
+                             f"for person {int(torch.nonzero(bad)[0, 0])}")
+        try:
+            K = torch.as_tensor(K, dtype=dtype, device=dev)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"K must be a [3, 3] or [P, 3, 3] intrinsics matrix, got {type(K).__name__}") from None
         if K.shape == (3, 3):
             K = K.expand(P, 3, 3)
         if K.shape != (P, 3, 3) or not torch.isfinite(K).all() or bool((K[:, [0, 1], [0, 1]] <= 0).any()):
             raise ValueError(f"K must be finite [3, 3] or [P, 3, 3] intrinsics with positive focal lengths fx, fy, "
                              f"got shape {tuple(K.shape)}")
+        f = K[:, [0, 1], [0, 1]].amin(-1)
+        skewed = K[:, 0, 1].abs() > 1e-6 * f
+        bottom = (K[:, 2] - torch.tensor([0.0, 0.0, 1.0], dtype=dtype, device=dev)).abs().amax(-1) > 1e-6
+        off_axis = K[:, 1, 0].abs() > 1e-6 * f
+        if bool((skewed | bottom | off_axis).any()):
+            raise ValueError("K must be pinhole intrinsics [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] (no skew, bottom "
+                             f"row 0 0 1), got {K[int(torch.nonzero(skewed | bottom | off_axis)[0, 0])].tolist()}")
         if image_size is not None:
             size_t = torch.as_tensor(image_size, dtype=dtype, device=dev)
             if size_t.numel() not in (2, 2 * P) or not torch.isfinite(size_t).all() or bool((size_t <= 0).any()):
@@ -262,8 +336,36 @@ class Fitter:
                           body_pose0.clone())
         return xy, usable, targets, start
 
+    def _refine(self, params: SMPLParams, targets: Targets, xy, usable, layout: KeypointLayout,
+                init_pose_given: bool, free_heading: bool, betas_given: bool):
+        """The refine path (:mod:`fitlib.fitting.refine`) from each person's estimate, also from the turned
+        body where front and back are ambiguous (or from the config's headings without an orientation);
+        each person keeps the start of lowest final loss. Returns (params, loss, converged, iterations)."""
+        cfg = self.config
+        owner, starts = heading_starts(params, xy, usable, cfg, layout, free_heading)
+        rt = RefineTargets(targets.xy, targets.weights, targets.K, targets.scale, targets.body_pose0,
+                           params.betas.clone()).index(owner)
+        weights = dict(cfg.refine.weights)
+        if not betas_given:  # the pull is towards a caller's estimate, not towards the fitter's own mean shape
+            weights.pop("init_shape", None)
+        sigma = cfg.refine.robust_sigma or cfg.robust_sigma
+        objective = RefineObjective(self.model, layout, weights, sigma, self.priors, rt)
+        settings = LMSettings(max_iterations=cfg.refine.max_iterations, damping=cfg.refine.damping,
+                              ftol=cfg.refine.ftol, xtol=cfg.refine.xtol)
+        x = pack(starts)
+        iters = torch.zeros(len(params), dtype=torch.long, device=self.device)
+        if len(owner) > len(params):  # several starts for some people: screen them briefly, keep each one's best
+            screen = refine(objective, x, dataclasses.replace(settings, max_iterations=cfg.refine.screen_iterations))
+            iters.index_add_(0, owner, screen.iterations)
+            pick = best_rows(torch.nan_to_num(screen.loss, nan=float("inf")), owner, 1)
+            pick = pick[torch.argsort(owner[pick])]  # one row per person, in person order
+            objective = RefineObjective(self.model, layout, weights, sigma, self.priors, rt.index(pick))
+            x = screen.x[pick]
+        res = refine(objective, x, settings)
+        return unpack(res.x).clone(), res.loss, res.converged, iters + res.iterations
+
     def _run_stages(self, params: SMPLParams, targets: Targets, xy, usable, layout: KeypointLayout,
-                    init_pose_given: bool):
+                    init_pose_given: bool, free_heading: bool = True, betas_given: bool = False):
         """Every stage of the config over the fitted people; returns (params, loss, converged, iterations)."""
         cfg = self.config
         total_iters = torch.zeros(len(params), dtype=torch.long, device=self.device)
@@ -296,5 +398,21 @@ class Fitter:
             dist = (projected - xy).norm(dim=-1)
             reproj = (dist * vis).sum(1) / vis.sum(1).clamp(min=1)
             projected[:, ~out.keypoint_mask] = float("nan")
+        fitted = fitted & (reproj <= MAX_RELATIVE_ERROR * _spread(xy, usable))  # e.g. a focal length of 1e-9 px
         reproj = torch.where(fitted, reproj, torch.full_like(reproj, float("nan")))
-        return FitOutput(params.detach(), loss, reproj, converged, fitted, iterations, out.joints, projected)
+        return FitOutput(params.detach(), loss, reproj, converged & fitted, fitted, iterations, out.joints, projected)
+
+
+def _merge_outputs(parts: list[tuple[torch.Tensor, FitOutput]], P: int) -> FitOutput:
+    """One :class:`FitOutput` of P people from outputs of disjoint ``rows``."""
+    def merged(get):
+        first = get(parts[0][1])
+        out = first.new_zeros((P, *first.shape[1:]))
+        for rows, o in parts:
+            out[rows] = get(o)
+        return out
+
+    params = SMPLParams(**{k: merged(lambda o, k=k: getattr(o.params, k)) for k in SMPLParams.FIELDS})
+    rest = {f.name: merged(lambda o, n=f.name: getattr(o, n)) for f in dataclasses.fields(FitOutput)
+            if f.name != "params"}
+    return FitOutput(params=params, **rest)

@@ -33,6 +33,8 @@ A sample stops
 * converged, when a step (accepted, or rejected - more damping only shortens it) has
   ``norm(step) < xtol * (norm(x) + xtol)``;
 * converged, when ``max_k |(Jᵀr)_k| < gtol`` at a new Jacobian (``gtol = 0`` disables the test);
+* converged, when a rejected step's predicted decrease (the Gauss-Newton model's ``-(2 gᵀs + sᵀAs)``)
+  is below ``ftol * loss``: shorter steps of the same Jacobian promise even less;
 * converged, when its damping exceeds ``damping_max`` (no step lowers its loss any more);
 * not converged, when ``max_iterations`` iterations have been spent, or when its initial loss or a
   Jacobian is not finite (``x`` is then the last point with a finite loss, or ``x0``).
@@ -79,9 +81,23 @@ from typing import Callable
 
 import torch
 
-__all__ = ["LMSettings", "LMResult", "levenberg_marquardt", "batched_jacobian"]
+__all__ = ["LMSettings", "LMResult", "NormalEquations", "levenberg_marquardt", "batched_jacobian"]
 
 Residuals = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+@dataclass
+class NormalEquations:
+    """What an LM iteration needs at a point, for b samples: ``loss`` [b] (``sum r²``), ``A`` [b, n, n]
+    (``JᵀJ``) and ``g`` [b, n] (``Jᵀr``). A caller that knows the structure of its problem can assemble
+    these without forming ``J`` (e.g. constant blocks of ``JᵀJ`` precomputed)."""
+
+    loss: torch.Tensor
+    A: torch.Tensor
+    g: torch.Tensor
+
+
+Jacobian = Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor] | NormalEquations"]
+"""``jacobian(x [b, n], rows [b])``: a caller's own exact ``(r [b, m], J [b, m, n])``, or the
+:class:`NormalEquations` directly."""
 
 _DIAG_FLOOR = 1e-6       # Marquardt scaling D_k = max(A_kk, _DIAG_FLOOR * mean(diag A))
 _LAMBDA_MIN = 1e-12      # damping never decreases below min(damping, _LAMBDA_MIN) (no underflow to 0)
@@ -203,17 +219,21 @@ def batched_jacobian(residuals: Residuals, x: torch.Tensor, rows: torch.Tensor,
     return r.detach(), jac.detach().contiguous()
 
 
-def _normal_equations(r: torch.Tensor, jac: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``A = JᵀJ`` ``[b, n, n]``, ``g = Jᵀr`` ``[b, n]`` and the Marquardt scaling ``D`` ``[b, n]``."""
-    a = jac.transpose(1, 2) @ jac
-    g = (jac.transpose(1, 2) @ r.unsqueeze(-1)).squeeze(-1)
+def _normal_equations(r: torch.Tensor, jac: torch.Tensor) -> NormalEquations:
+    """``loss = |r|²`` ``[b]``, ``A = JᵀJ`` ``[b, n, n]`` and ``g = Jᵀr`` ``[b, n]``."""
+    return NormalEquations(r.square().sum(-1), jac.transpose(1, 2) @ jac,
+                           (jac.transpose(1, 2) @ r.unsqueeze(-1)).squeeze(-1))
+
+
+def _scaling(a: torch.Tensor) -> torch.Tensor:
+    """The Marquardt scaling ``D`` ``[b, n]``: the diagonal of ``A``, floored at 1e-6 of its mean."""
     diag = a.diagonal(dim1=1, dim2=2)
     floor = (_DIAG_FLOOR * diag.mean(-1, keepdim=True)).clamp_min(torch.finfo(a.dtype).tiny)
-    return a, g, torch.maximum(diag, floor)
+    return torch.maximum(diag, floor)
 
 
 def levenberg_marquardt(residuals: Residuals, x0: torch.Tensor, settings: LMSettings | None = None,
-                        jacobian: str = "forward") -> LMResult:
+                        jacobian: str | Jacobian = "forward") -> LMResult:
     """Minimise ``sum(residuals(x, rows)[i] ** 2)`` for every sample ``i`` independently.
 
     Args:
@@ -223,7 +243,9 @@ def levenberg_marquardt(residuals: Residuals, x0: torch.Tensor, settings: LMSett
             Must use out-of-place torch ops only (it is called under ``torch.func`` transforms).
         x0: ``[B, n]`` floating-point starting points (any device; not modified).
         settings: :class:`LMSettings` (defaults if None).
-        jacobian: ``"forward"`` or ``"reverse"``, see :func:`batched_jacobian`.
+        jacobian: ``"forward"`` or ``"reverse"`` (autograd, see :func:`batched_jacobian`), or a callable
+            ``jacobian(x, rows) -> (r, J)`` giving the residuals and their exact Jacobian ``[b, m, n]``
+            (e.g. autograd where it is needed and closed forms elsewhere).
 
     Returns:
         :class:`LMResult` with ``x`` ``[B, n]``, ``loss``/``initial_loss`` ``[B]``, ``converged`` ``[B]``
@@ -231,8 +253,21 @@ def levenberg_marquardt(residuals: Residuals, x0: torch.Tensor, settings: LMSett
     """
     s = settings if settings is not None else LMSettings()
     s.validate()
-    if jacobian not in ("forward", "reverse"):
-        raise ValueError(f"jacobian must be 'forward' or 'reverse', got {jacobian!r}")
+    if not callable(jacobian) and jacobian not in ("forward", "reverse"):
+        raise ValueError(f"jacobian must be 'forward', 'reverse' or a callable, got {jacobian!r}")
+
+    def evaluate(x_: torch.Tensor, rows: torch.Tensor) -> NormalEquations:
+        if callable(jacobian):
+            with torch.no_grad():
+                out = jacobian(x_, rows)
+            if isinstance(out, NormalEquations):
+                return NormalEquations(out.loss.detach(), out.A.detach(), out.g.detach())
+            r, jac = out[0].detach(), out[1].detach()
+        else:
+            r, jac = batched_jacobian(residuals, x_, rows, jacobian)
+        _check_residuals(r, rows.numel(), None, x_)
+        return _normal_equations(r, jac)
+
     if not isinstance(x0, torch.Tensor) or x0.ndim != 2 or not x0.is_floating_point():
         raise ValueError("x0 must be a floating-point tensor [B, n]")
     B, n = x0.shape
@@ -259,13 +294,10 @@ def levenberg_marquardt(residuals: Residuals, x0: torch.Tensor, settings: LMSett
         return LMResult(x, loss, loss.clone(), converged, iterations)
 
     def new_jacobians(rows: torch.Tensor) -> torch.Tensor:
-        """Evaluate r, J at x[rows] and store A, g, D; return the rows that stay active."""
-        nonlocal m
-        r, jac = batched_jacobian(residuals, x[rows], rows, jacobian)
-        _check_residuals(r, rows.numel(), m, x)
-        m = r.shape[1]
-        ai, gi, di = _normal_equations(r, jac)
-        a[rows], g[rows], d[rows] = ai, gi, di
+        """Evaluate A, g at x[rows] and store them with D; return the rows that stay active."""
+        ne = evaluate(x[rows], rows)
+        ai, gi = ne.A, ne.g
+        a[rows], g[rows], d[rows] = ai, gi, _scaling(ai)
         iterations[rows] += 1
         finite = torch.isfinite(ai).flatten(1).all(-1) & torch.isfinite(gi).all(-1)
         done = ~finite
@@ -276,13 +308,11 @@ def levenberg_marquardt(residuals: Residuals, x0: torch.Tensor, settings: LMSett
         return rows[~done]
 
     # initial evaluation: the loss at x0 and the first Jacobian
-    r0, jac0 = batched_jacobian(residuals, x, everyone, jacobian)
-    _check_residuals(r0, B, None, x)
-    m = r0.shape[1]
-    loss = r0.square().sum(-1)
+    ne = evaluate(x, everyone)
+    loss = ne.loss.clone()
     initial_loss = loss.clone()
-    ai, gi, di = _normal_equations(r0, jac0)
-    a.copy_(ai), g.copy_(gi), d.copy_(di)
+    ai, gi = ne.A, ne.g
+    a.copy_(ai), g.copy_(gi), d.copy_(_scaling(ai))
     iterations += 1
     ok0 = torch.isfinite(loss) & torch.isfinite(ai).flatten(1).all(-1) & torch.isfinite(gi).all(-1)
     if s.gtol > 0:
@@ -313,6 +343,7 @@ def levenberg_marquardt(residuals: Residuals, x0: torch.Tensor, settings: LMSett
             with torch.no_grad():
                 r_try = residuals(x_try[solved], tried)
             _check_residuals(r_try, tried.numel(), m, x)
+            m = r_try.shape[1]
             lt = r_try.detach().square().sum(-1)
             loss_try[solved] = lt
             accepted[solved] = torch.isfinite(lt) & (lt < loss[tried])
@@ -328,7 +359,12 @@ def levenberg_marquardt(residuals: Residuals, x0: torch.Tensor, settings: LMSett
         x[active] = torch.where(accepted[:, None], x_try, x_a)
         loss[active] = torch.where(accepted, loss_try, loss_a)
 
-        done_conv = small_step | small_decrease | at_zero | (~accepted & ~(new_lam <= s.damping_max))
+        # the Gauss-Newton model's own forecast, |r + J s|² = loss + 2 g.s + s.A.s: a rejected step that
+        # promised less than ftol * loss means no step of this Jacobian can do better (more damping only
+        # shortens it), so the sample has converged without trying ever shorter steps
+        predicted = -(2 * (g_a * step).sum(-1) + (step[:, None, :] @ a[active] @ step[:, :, None])[:, 0, 0])
+        no_promise = solved & ~accepted & (predicted < s.ftol * loss_a)
+        done_conv = small_step | small_decrease | at_zero | no_promise | (~accepted & ~(new_lam <= s.damping_max))
         converged[active[done_conv]] = True
         out_of_iterations = accepted & ~done_conv & (iterations[active] >= s.max_iterations)
         still = ~(done_conv | out_of_iterations)

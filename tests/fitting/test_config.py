@@ -118,7 +118,7 @@ def test_derived_configs_state_only_what_differs():
     assert [s.iterations for s in fast.stages] == [15, 8, 40] and fast.convergence.ftol == 1e-3
     assert fast.stages[2].weights == default.stages[2].weights  # merged key by key, weights inherited
     assert (fast.camera_headings, fast.pose_starts) == (default.camera_headings, default.pose_starts)
-    assert [s.name for s in precise.stages] == [s.name for s in default.stages] + ["refine"]
+    assert [s.name for s in precise.stages] == [s.name for s in default.stages] + ["follow"]
     assert precise.stages[:3] == default.stages and precise.stages[3].iterations == 300
 
 

@@ -64,21 +64,9 @@ def test_precise_config_reaches_subpixel(open_model, scene):
     assert float(pa.median()) < 60.0, pa
 
 
-def test_starting_at_the_truth_stays_there(open_model, scene):
-    """A perfect initial estimate is refined, not destroyed (each person keeps its best iterate)."""
-    kp, K, joints, _ = scene
-    truth = _truth(open_model, 64, 3)
-    out = Fitter(open_model).fit(kp, K, LAYOUT, init=truth, image_size=(1080, 1920))
-    # the data term is 0 there but the priors are not: they may move an unusual pose a little
-    assert float(out.reprojection_error.median()) < 0.5
-    assert float(out.reprojection_error.max()) < 5.0
-    fitted = open_model(out.params.pose, out.params.betas, out.params.transl)
-    assert float((fitted.joints - joints).norm(dim=-1).mean()) < 0.02
-
-
 def test_init_pull_only_with_an_init(open_model, scene):
-    """init_pull keeps a given estimate's pose; without init= it is ignored (it would pull towards the
-    fitter's own start)."""
+    """init_pull keeps a given estimate's pose (on the refine path, and in the stages when a config has no
+    refine section); without init= it is ignored (it would pull towards the fitter's own start)."""
     from fitlib.fitting.config import load_config
 
     kp, K, joints, _ = scene
@@ -94,13 +82,17 @@ def test_init_pull_only_with_an_init(open_model, scene):
     body_noise = 0.07 * torch.randn(4, 24, 3, generator=g)
     body_noise[:, 0] = 0.0  # a regressor-like estimate: right orientation, body joints off by ~0.1 rad
     start = dict(truth, pose=truth["pose"] + body_noise)
-    pulled = Fitter(open_model).fit(kp[:4], K, LAYOUT, init=start, image_size=(1080, 1920))
-    free = Fitter(open_model, no_pull).fit(kp[:4], K, LAYOUT, init=start, image_size=(1080, 1920))
-    moved = lambda out: float((out.params.pose[:, 1:] - start["pose"][:, 1:]).norm(dim=-1).mean())  # noqa: E731
-    assert moved(pulled) < 0.5 * moved(free)
-    err = lambda out: float(pa_mpjpe(lsp14(open_model(out.params.pose, out.params.betas, out.params.transl).joints.double()),  # noqa: E731
-                                     lsp14(joints[:4].double())).mean())
-    assert err(pulled) < err(free)  # a good estimate is refined, not destroyed
+    refine = load_config().refine.model_dump()
+    for pulled_cfg, free_cfg in ((load_config(), load_config().replace(refine={**refine, "weights": {
+            **refine["weights"], "init_pull": 0.0}})), (load_config().replace(refine=None), no_pull.replace(refine=None))):
+        pulled = Fitter(open_model, pulled_cfg).fit(kp[:4], K, LAYOUT, init=start, image_size=(1080, 1920))
+        free = Fitter(open_model, free_cfg).fit(kp[:4], K, LAYOUT, init=start, image_size=(1080, 1920))
+        moved = lambda out: float((out.params.pose[:, 1:] - start["pose"][:, 1:]).norm(dim=-1).mean())  # noqa: E731
+        assert moved(pulled) < 0.5 * moved(free)
+        err = lambda out: float(pa_mpjpe(lsp14(open_model(out.params.pose, out.params.betas,  # noqa: E731
+                                                          out.params.transl).joints.double()),
+                                         lsp14(joints[:4].double())).mean())
+        assert err(pulled) < err(free)  # a good estimate is refined, not destroyed
 
 
 def test_far_people_fit_as_well_as_near_ones(open_model, scene):
@@ -208,3 +200,30 @@ def test_prior_file_setting(open_model, scene, tmp_path):
     assert torch.allclose(out.params.pose, ref.params.pose)
     with pytest.raises(FileNotFoundError):
         Fitter(open_model, load_config().replace(pose_prior_file=str(tmp_path / "no.npz"))).fit(kp[:2], K, LAYOUT)
+
+
+def test_no_silent_wrong_fits(open_model, scene):
+    """Invalid inputs are refused with a clear error; what cannot be fitted is flagged, never fitted=True."""
+    kp, K, _, _ = scene
+    fitter = Fitter(open_model, "fast")
+    for conf in (5.0, 1e30, -0.5):
+        bad = kp[:2].clone()
+        bad[1, 3, 2] = conf
+        with pytest.raises(ValueError, match="confidences must be in \\[0, 1\\].*person 1"):
+            fitter.fit(bad, K, LAYOUT)
+    for name, change in (("skew", (0, 1, 5.0)), ("bottom row", (2, 0, 0.1)), ("bottom row", (2, 2, 2.0))):
+        bad_K = K.clone()
+        bad_K[change[0], change[1]] = change[2]
+        with pytest.raises(ValueError, match="no skew, bottom row 0 0 1"):
+            fitter.fit(kp[:1], bad_K, LAYOUT)
+    with pytest.raises(ValueError, match="K must be"):
+        fitter.fit(kp[:1], "abc", LAYOUT)
+    blob = kp[:2].clone()
+    blob[0, :, :2] = blob[0, :1, :2]  # every keypoint on one pixel
+    tiny_f = K.clone()
+    tiny_f[[0, 1], [0, 1]] = 1e-9
+    out = fitter.fit(blob, K, LAYOUT, image_size=(1080, 1920))
+    assert out.fitted.tolist() == [False, True] and torch.isnan(out.reprojection_error[0])
+    assert not fitter.fit(kp[:1], tiny_f, LAYOUT).fitted.any()
+    with pytest.raises(ValueError, match="init betas must lie within"):
+        fitter.fit(kp[:1], K, LAYOUT, init={"betas": torch.full((1, 10), 1e6)})
