@@ -14,13 +14,13 @@ import numpy as np
 import torch
 
 from fitlib.body.layouts import get_layout
-from fitlib.body.model import model_key, shared_body_model
+from fitlib.body.model import model_identity, model_key, resolve_device, shared_body_model
 from fitlib.camera import default_intrinsics
 from fitlib.detection import Keypoints, detect, keypoints_from_mmpose
 from fitlib.fitting import FitConfig, Fitter, load_config
 from fitlib.io.images import load_image
 from fitlib.params import SMPLParams, as_params
-from fitlib.result import FitResult
+from fitlib.result import FitResult, config_hash
 
 
 def shared_fitter(model: str | Path = "open", config: str | Path | dict | FitConfig | None = None,
@@ -28,7 +28,7 @@ def shared_fitter(model: str | Path = "open", config: str | Path | dict | FitCon
     """The process's :class:`~fitlib.fitting.Fitter` for a body model, config and device, built on first use
     (on the shared body model, :func:`fitlib.body.model.shared_body_model`) and reused after."""
     cfg = load_config(config)
-    return _fitter(model_key(model), cfg.model_dump_json(), str(torch.device(device or "cpu")))
+    return _fitter(model_key(model), cfg.model_dump_json(), str(resolve_device(device)))
 
 
 @functools.lru_cache(maxsize=8)
@@ -60,8 +60,26 @@ def _as_keypoints(keypoints: Any, layout: str) -> tuple[np.ndarray, str]:
     return arr, layout
 
 
-def _as_init(init: Any, P: int) -> SMPLParams | None:
-    return None if init is None else as_params(init, P, torch.float64)
+def _as_init(init: Any, P: int) -> list[SMPLParams | None] | None:
+    """Per-person starting values of an image's P people (None: none given). A result's people that were not
+    fitted (NaN parameters) start from the fitter's own starts."""
+    if init is None:
+        return None
+    if isinstance(init, (list, tuple)):
+        if len(init) != P:
+            raise ValueError(f"init is a list of {len(init)} per-person values for {P} people")
+        return [None if v is None else as_params(v, 1, torch.float64) for v in init]
+    if isinstance(getattr(init, "params", None), SMPLParams):  # a FitResult: its unfitted people have NaN rows
+        init = init.params
+    if isinstance(init, SMPLParams):
+        finite = torch.stack([torch.isfinite(getattr(init, k)).all(-1) for k in init.given()]).all(0) \
+            if init.given() else torch.ones(len(init), dtype=torch.bool)
+        rows = [init.index(slice(i, i + 1)) if bool(finite[i]) else None for i in range(len(init))]
+        if len(rows) != P:
+            raise ValueError(f"init holds {len(rows)} people but the image has {P}")
+        return [None if r is None else as_params(r, 1, torch.float64) for r in rows]
+    params = as_params(init, P, torch.float64)
+    return [params.index(slice(i, i + 1)) for i in range(P)]
 
 
 def fit(image: str | Path | np.ndarray, keypoints: Any = None, *, layout: str = "coco17",
@@ -109,36 +127,32 @@ def fit_batch(images: list, keypoints: list | None = None, *, layout: str = "coc
         raise ValueError(f"fit_batch: {n} images but {len(keypoints)} keypoint sets, {len(K)} K and {len(init)} inits")
     fitter = shared_fitter(model, config, device)
     dev, dtype = fitter.device, fitter.dtype
+    provenance = {"config_hash": config_hash(fitter.config), "body_model": model_identity(model)}
     items = []
     for img_in, kp_in, K_in, init_in in zip(images, keypoints, K, init):
         img = load_image(img_in)
         h, w = img.shape[:2]
         kps, lay = _as_keypoints(detect(img) if kp_in is None else kp_in, layout)
-        Kt = default_intrinsics(h, w, dtype=torch.float64) if K_in is None else \
-            torch.as_tensor(np.asarray(K_in, dtype=np.float64))
-        if Kt.shape != (3, 3):
-            raise ValueError(f"K must be a 3x3 intrinsics matrix, got shape {tuple(Kt.shape)}")
-        items.append({"kps": kps, "layout": lay, "K": Kt, "size": (h, w), "init": _as_init(init_in, len(kps))})
+        items.append({"kps": kps, "layout": lay, "K": _as_K(K_in, h, w), "size": (h, w),
+                      "init": _as_init(init_in, len(kps))})
     results: list[FitResult | None] = [None] * n
-    # one optimiser batch per layout and per kind of init (people are independent problems, so the grouping
-    # changes no result; a person with an init pose is refined, one without is fitted from the fitter's starts)
-    kind = lambda it: (it["layout"], None if it["init"] is None else it["init"].given())  # noqa: E731
-    for key in dict.fromkeys(kind(it) for it in items):
-        lay = key[0]
-        idx = [i for i, it in enumerate(items) if kind(it) == key]
+    # one optimiser batch per layout; a person with an init pose is refined, one without is fitted from the
+    # fitter's own starts (people are independent problems: the grouping changes no result)
+    for lay in dict.fromkeys(it["layout"] for it in items):
+        idx = [i for i, it in enumerate(items) if it["layout"] == lay]
         group = [items[i] for i in idx]
         counts = [len(it["kps"]) for it in group]
         P = sum(counts)
         J = len(get_layout(lay))
         if P == 0:
             for i, it in zip(idx, group):
-                results[i] = _empty_result(it, lay, J, model)
+                results[i] = _empty_result(it, lay, J, model, provenance)
             continue
         kp = torch.as_tensor(np.concatenate([it["kps"] for it in group]), dtype=dtype, device=dev)
         Ks = torch.cat([it["K"].expand(c, 3, 3) for it, c in zip(group, counts)]).to(dev, dtype)
         sizes = torch.tensor([it["size"] for it, c in zip(group, counts) for _ in range(c)], dtype=dtype, device=dev)
-        init_all = None if group[0]["init"] is None else SMPLParams.cat([it["init"] for it in group])
-        out = fitter.fit(kp, Ks, lay, init_all, image_size=sizes)
+        inits = [person for it, c in zip(group, counts) for person in (it["init"] or [None] * c)]
+        out = fitter.fit(kp, Ks, lay, None if all(v is None for v in inits) else inits, image_size=sizes)
         np_ = lambda t: t.detach().cpu().numpy()  # noqa: E731
         pose = np_(out.params.pose).reshape(P, 72).astype(np.float64)
         start = 0
@@ -152,12 +166,101 @@ def fit_batch(images: list, keypoints: list | None = None, *, layout: str = "coc
                 joints=np_(out.joints[r]).astype(np.float64),
                 reprojection_error=np_(out.reprojection_error[r]).astype(np.float64),
                 loss=np_(out.loss[r]).astype(np.float64), converged=np_(out.converged[r]), fitted=np_(out.fitted[r]),
-                model=str(model))
+                model=str(model), provenance=dict(provenance))
     return results
 
 
-def _empty_result(item: dict, layout: str, J: int, model) -> FitResult:
+def _as_K(K_in: Any, h: int, w: int) -> torch.Tensor:
+    """[3, 3] float64 intrinsics: the default for an h x w image, or the caller's (checked for shape and numbers;
+    the fitter checks the rest)."""
+    if K_in is None:
+        return default_intrinsics(h, w, dtype=torch.float64)
+    try:
+        Kt = torch.as_tensor(np.asarray(K_in, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise ValueError(f"K must be a 3x3 matrix of numbers (pixels), got {K_in!r}") from None
+    if Kt.shape != (3, 3):
+        raise ValueError(f"K must be a 3x3 intrinsics matrix, got shape {tuple(Kt.shape)}")
+    return Kt
+
+
+def regress(image: str | Path | np.ndarray, keypoints: Any = None, *, layout: str = "coco17",
+            K: np.ndarray | None = None, model: str | Path = "open", device: str | torch.device | None = None,
+            checkpoint: str | Path | None = None) -> FitResult:
+    """SMPL parameters of the people in one image from the keypoint regressor alone (no fitting).
+
+    Arguments as for :func:`fit` (keypoints in any layout that provides COCO-17's body points: converted by
+    name; None runs the bundled detector); ``checkpoint``: a regressor file (default: the shipped weights,
+    trained for the open model; with another ``model`` its parameters are posed with that model).
+    Returns:
+        :class:`FitResult` with the selected hypothesis per person (the one whose projection is closest to
+        the keypoints), its ``reprojection_error`` (mean px over the usable points) and ``loss`` (the same),
+        ``converged`` = ``fitted`` (False for people with fewer than 6 usable points or fewer than 2 of
+        shoulders and hips: their parameters and errors are NaN, as in :func:`fit`), and
+        ``result.hypotheses``: every hypothesis as :class:`SMPLParams` [P, H] (float64, NaN for people not
+        fitted) for a refine step to choose from.
+    """
+    return regress_batch([image], [keypoints], layout=layout, K=[K], model=model, device=device,
+                         checkpoint=checkpoint)[0]
+
+
+def regress_batch(images: list, keypoints: list | None = None, *, layout: str = "coco17", K: list | None = None,
+                  model: str | Path = "open", device: str | torch.device | None = None,
+                  checkpoint: str | Path | None = None) -> list[FitResult]:
+    """:func:`regress` for several images, their people in one network batch per layout."""
+    from fitlib.regression.predict import shared_regressor
+
+    n = len(images)
+    keypoints = [None] * n if keypoints is None else list(keypoints)
+    K = [None] * n if K is None else list(K)
+    if not (len(keypoints) == len(K) == n):
+        raise ValueError(f"regress_batch: {n} images but {len(keypoints)} keypoint sets and {len(K)} K")
+    reg = shared_regressor(checkpoint, model, device)
+    items = []
+    for img_in, kp_in, K_in in zip(images, keypoints, K):
+        img = load_image(img_in)
+        h, w = img.shape[:2]
+        kps, lay = _as_keypoints(detect(img) if kp_in is None else kp_in, layout)
+        Kt = default_intrinsics(h, w, dtype=torch.float64) if K_in is None else \
+            torch.as_tensor(np.asarray(K_in, dtype=np.float64))
+        if Kt.shape != (3, 3) or not torch.isfinite(Kt).all() or Kt[0, 0] <= 0 or Kt[1, 1] <= 0:
+            raise ValueError(f"K must be a finite 3x3 intrinsics matrix with positive focal lengths, got {Kt.tolist()}")
+        items.append({"kps": kps, "layout": lay, "K": Kt, "size": (h, w)})
+    results: list[FitResult | None] = [None] * n
+    np_ = lambda t: t.detach().cpu().numpy().astype(np.float64)  # noqa: E731
+    for lay in dict.fromkeys(it["layout"] for it in items):
+        idx = [i for i, it in enumerate(items) if it["layout"] == lay]
+        group = [items[i] for i in idx]
+        counts = [len(it["kps"]) for it in group]
+        J = len(get_layout(lay))
+        if sum(counts) == 0:
+            for i, it in zip(idx, group):
+                results[i] = _empty_result(it, lay, J, model)
+                results[i].hypotheses = SMPLParams(*(torch.zeros(0, 1, k, dtype=torch.float64) for k in (3, 69, 10, 3)))
+            continue
+        kp = np.concatenate([it["kps"] for it in group])
+        Ks = torch.cat([it["K"].expand(c, 3, 3) for it, c in zip(group, counts)])
+        pred = reg.predict(kp, Ks, lay)
+        fitted = np_(pred.fitted).astype(bool)
+        err = np.where(fitted, np_(pred.reprojection_error), np.nan)
+        pose = np_(pred.params.pose).reshape(-1, 72)
+        start = 0
+        for i, it, c in zip(idx, group, counts):
+            r = slice(start, start + c)
+            start += c
+            res = FitResult(pose=pose[r], betas=np_(pred.params.betas[r]), transl=np_(pred.params.transl[r]),
+                            K=it["K"].numpy(), image_size=it["size"], layout=lay, keypoints=it["kps"],
+                            projected=np_(pred.projected[r]), joints=np_(pred.joints[r]), reprojection_error=err[r],
+                            loss=err[r].copy(), converged=fitted[r].copy(), fitted=fitted[r].copy(), model=str(model))
+            keep = torch.as_tensor(fitted[r])[:, None, None]
+            res.hypotheses = pred.hypotheses.index(r).to(dtype=torch.float64, device="cpu").map(
+                lambda t: torch.where(keep, t, torch.full_like(t, float("nan"))))
+            results[i] = res
+    return results
+
+
+def _empty_result(item: dict, layout: str, J: int, model, provenance: dict | None = None) -> FitResult:
     e = np.zeros((0,))
     return FitResult(np.zeros((0, 72)), np.zeros((0, 10)), np.zeros((0, 3)), item["K"].numpy(), item["size"], layout,
                      np.zeros((0, J, 3)), np.zeros((0, J, 2)), np.zeros((0, 24, 3)), e, e, e.astype(bool),
-                     e.astype(bool), str(model))
+                     e.astype(bool), str(model), provenance=dict(provenance or {}))

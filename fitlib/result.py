@@ -1,11 +1,15 @@
-"""FitResult: what :func:`fitlib.fit` returns; saves to/loads from ``.npz`` and JSON, exports meshes, draws overlays."""
+"""FitResult: what :func:`fitlib.fit` returns; saves to / loads from ``.json`` and ``.npz`` in a documented,
+versioned schema (``docs/RESULT_SCHEMA.md``), exports meshes, draws overlays."""
 from __future__ import annotations
 
-import dataclasses
+import functools
+import hashlib
 import json
-import zipfile
-from dataclasses import dataclass
+import math
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -13,12 +17,80 @@ import torch
 
 from fitlib.body.layouts import get_layout
 from fitlib.io.atomic import atomic_write
+from fitlib.io.safe_load import load_npz, read_regular_file
 from fitlib.params import SMPLParams
+
+SCHEMA_NAME = "fitlib.FitResult"
+SCHEMA_VERSION = 2
+"""Version of the file schema :meth:`FitResult.save` writes. 1: the unversioned files of fitlib before
+provenance (bare ``NaN``, unfitted people with their starting values); 2: this one. Both load."""
+
+MAX_RESULT_BYTES = 256 * 2**20
+"""Largest result file :meth:`FitResult.load` reads (bytes)."""
+
+_PER_PERSON = ("pose", "betas", "transl", "keypoints", "projected", "joints", "reprojection_error", "loss")
+_UNFITTED_NAN = ("pose", "betas", "transl", "projected", "joints", "reprojection_error", "loss")
+"""Entries that describe a fit: NaN in memory and null in JSON for people who were not fitted."""
+_V1_KEYS = ("pose", "betas", "transl", "K", "image_size", "layout", "keypoints", "projected", "joints",
+            "reprojection_error", "loss", "converged", "fitted", "model")
+_V2_KEYS = ("schema", "schema_version", "people") + _V1_KEYS + ("provenance", "outputs")
+
+
+@functools.lru_cache(maxsize=1)
+def fitlib_version() -> str:
+    """The installed fitlib's version string (``"unknown"`` when not installed as a distribution)."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("fitlib")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def config_hash(config: Any = None) -> str:
+    """SHA-256 (hex) of a fitting config as :func:`fitlib.load_config` resolves it (a name, YAML path,
+    dict or :class:`~fitlib.FitConfig`): equal hashes mean the same stages, weights and thresholds."""
+    from fitlib.fitting import load_config
+
+    return hashlib.sha256(load_config(config).model_dump_json().encode()).hexdigest()
+
+
+def _shape_text(shape: tuple) -> str:
+    return "[" + ", ".join(str(s) for s in shape) + "]"
+
+
+def _float_array(name: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """``value`` as a new float64 array of ``shape`` (a size-0 value takes any shape of size 0)."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    try:
+        arr = np.array(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be numeric, got {type(value).__name__}") from None
+    if arr.size == 0 and math.prod(shape) == 0:
+        return arr.reshape(shape)
+    if arr.shape != shape:
+        raise ValueError(f"{name} must have shape {_shape_text(shape)}, got {_shape_text(arr.shape)}")
+    return arr
+
+
+def _bool_vector(name: str, value: Any, n: int | None = None) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    arr = np.asarray(value)
+    if arr.size == 0:
+        arr = arr.reshape(0).astype(bool)
+    if arr.dtype != bool or arr.ndim != 1:
+        raise ValueError(f"{name} must be a vector of booleans (true/false), got {arr.dtype} of shape {arr.shape}")
+    if n is not None and len(arr) != n:
+        raise ValueError(f"{name} has {len(arr)} entries for {n} people")
+    return arr.copy()
 
 
 @dataclass
 class FitResult:
-    """SMPL fits of the P people in one image (numpy arrays; camera frame: OpenCV, metres).
+    """SMPL fits of the P people in one image (numpy arrays; camera frame: OpenCV, x right, y down, z forward,
+    metres). The file schema is ``docs/RESULT_SCHEMA.md``.
 
     Attributes:
         pose: [P, 72] axis-angle (radians); the first 3 are the orientation in the camera frame.
@@ -28,13 +100,24 @@ class FitResult:
         image_size: (height, width) in pixels.
         layout: keypoint layout name of ``keypoints``/``projected``.
         keypoints: [P, J, 3] input keypoints (x px, y px, confidence).
-        projected: [P, J, 2] the fitted model's keypoints projected (pixels).
+        projected: [P, J, 2] the fitted model's keypoints projected (pixels; NaN where the model has no such point).
         joints: [P, 24, 3] SMPL joints in the camera frame (metres).
-        reprojection_error: [P] mean pixel distance over the keypoints used (NaN if not fitted).
+        reprojection_error: [P] mean pixel distance over the keypoints used.
         loss: [P] final fitting loss.
         converged: [P] bool.
-        fitted: [P] bool; False where a person had too few usable keypoints.
-        model: body model the parameters belong to (``"open"`` or a file path).
+        fitted: [P] bool; False where a person could not be fitted (e.g. too few usable keypoints): that
+            person's pose, betas, transl, projected, joints, reprojection_error and loss are NaN (null in
+            JSON), never starting values.
+        model: body model the parameters belong to (``"open"`` or the model file's path as given).
+        provenance: what made the fit: ``fitlib_version``, ``config_hash`` (:func:`config_hash`) and
+            ``body_model`` (:func:`fitlib.body.model.model_identity`); None where unknown.
+        outputs: files written with this result by ``fitlib fit`` (mesh format and names, overlay), relative
+            to the result's folder; ``{}`` otherwise.
+        model_from_file: True for a result read by :meth:`load`: its ``model`` is then only a record, and
+            meshes and overlays need the body model passed explicitly unless it is ``"open"`` (a result
+            file cannot make fitlib open a model file).
+
+    Construction checks every shape and type (ValueError naming the entry) and copies the arrays.
     """
 
     pose: np.ndarray
@@ -51,73 +134,149 @@ class FitResult:
     converged: np.ndarray
     fitted: np.ndarray
     model: str = "open"
+    provenance: dict = field(default_factory=dict)
+    outputs: dict = field(default_factory=dict)
+    model_from_file: bool = field(default=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.fitted = _bool_vector("fitted", self.fitted)
+        P = len(self.fitted)
+        self.converged = _bool_vector("converged", self.converged, P) & self.fitted
+        if not isinstance(self.layout, str):
+            raise ValueError(f"layout must be a layout name, got {type(self.layout).__name__}")
+        J = len(get_layout(self.layout))
+        size = tuple(self.image_size) if isinstance(self.image_size, (tuple, list, np.ndarray)) else ()
+        if len(size) != 2 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, (bool, np.bool_))
+                                     and 0 < int(s) < 2**31 for s in size):
+            raise ValueError(f"image_size must be (height, width) in positive whole pixels, got {self.image_size!r}")
+        self.image_size = (int(size[0]), int(size[1]))
+        self.K = _float_array("K", self.K, (3, 3))
+        if not np.all(np.isfinite(self.K)):
+            raise ValueError("K contains NaN or infinite values")
+        shapes = {"pose": (P, 72), "betas": (P, 10), "transl": (P, 3), "keypoints": (P, J, 3),
+                  "projected": (P, J, 2), "joints": (P, 24, 3), "reprojection_error": (P,), "loss": (P,)}
+        for name, shape in shapes.items():
+            setattr(self, name, _float_array(name, getattr(self, name), shape))
+        for name in _UNFITTED_NAN:
+            getattr(self, name)[~self.fitted] = np.nan
+        for name in ("pose", "betas", "transl", "joints"):
+            bad = np.flatnonzero(self.fitted & ~np.isfinite(getattr(self, name).reshape(P, math.prod(shapes[name][1:]))).all(1))
+            if bad.size:
+                raise ValueError(f"person {int(bad[0])} is marked fitted but its {name} is not finite")
+        if not isinstance(self.model, (str, os.PathLike)):
+            raise ValueError(f"model must be 'open' or a model path, got {type(self.model).__name__}")
+        self.model = str(self.model)
+        for name in ("provenance", "outputs"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"{name} must be a dict, got {type(getattr(self, name)).__name__}")
+        self.provenance = {"fitlib_version": fitlib_version(), "config_hash": None, "body_model": None,
+                           **self.provenance}
+        if not isinstance(self.provenance["config_hash"], (str, type(None))) \
+                or not isinstance(self.provenance["body_model"], (dict, type(None))) \
+                or not isinstance(self.provenance["fitlib_version"], str):
+            raise ValueError("provenance must hold fitlib_version (text), config_hash (text or null) and "
+                             "body_model (an object or null)")
+        self.model_from_file = bool(self.model_from_file)
 
     def __len__(self) -> int:
         return int(self.pose.shape[0])
 
     @property
     def params(self) -> SMPLParams:
-        """The fitted parameters as an :class:`~fitlib.params.SMPLParams` (float64 tensors), e.g. to start
-        the next fit from (``fitlib.fit(..., init=result)`` takes the result itself too)."""
+        """The parameters as an :class:`~fitlib.params.SMPLParams` (float64 tensors; NaN rows for people
+        not fitted), e.g. to start the next fit from (``fitlib.fit(..., init=result)`` takes the result itself)."""
         return SMPLParams.from_pose(torch.from_numpy(np.asarray(self.pose, np.float64)),
                                     torch.from_numpy(np.asarray(self.betas, np.float64)),
                                     torch.from_numpy(np.asarray(self.transl, np.float64)))
 
     # ------------------------------------------------------------ geometry
-    def vertices(self, body_model=None) -> np.ndarray:
-        """Mesh vertices [P, V, 3] in the camera frame (metres), computed on demand."""
-        from fitlib.body.model import shared_body_model
+    def _body_model(self, body_model: Any, what: str):
+        """The body model to pose: the caller's (a BodyModel, ``"open"`` or a path), else the recorded one
+        (refused for a non-open model recorded in a file)."""
+        from fitlib.body.model import BodyModel, shared_body_model
 
-        bm = body_model or shared_body_model(self.model)
-        dtype = bm.joint_template.dtype
-        with torch.no_grad():
-            out = bm(torch.as_tensor(self.pose, dtype=dtype), torch.as_tensor(self.betas, dtype=dtype),
-                     torch.as_tensor(self.transl, dtype=dtype), vertices=True)
-        return out.vertices.cpu().numpy()
+        if isinstance(body_model, BodyModel):
+            return body_model
+        if body_model is not None:
+            if not isinstance(body_model, (str, os.PathLike)):
+                raise ValueError(f"body_model must be a BodyModel, 'open' or a model path, got "
+                                 f"{type(body_model).__name__}")
+            return shared_body_model(body_model)
+        if self.model == "open":
+            return shared_body_model("open")
+        if self.model_from_file:
+            raise ValueError(f"this result was read from a file and records the body model {self.model!r}; "
+                             "fitlib does not open a model file because a result file names it. If you trust "
+                             f"that file, pass it: result.{what}(body_model=...) with its path or a "
+                             "fitlib.load_body_model(...)")
+        return shared_body_model(self.model)
 
-    def export_meshes(self, out_dir: str | Path, fmt: str = "obj", body_model=None) -> list[Path]:
-        """Write one mesh per fitted person (``person_{i}.{obj,ply}``) through trimesh; returns the paths."""
+    def vertices(self, body_model: Any = None) -> np.ndarray:
+        """Mesh vertices [P, V, 3] in the camera frame (metres), computed on demand; NaN for people not fitted.
+
+        Args:
+            body_model: a :class:`~fitlib.BodyModel`, ``"open"`` or a model path; default: the result's
+                ``model`` (for a result read from a file, only ``"open"`` is opened without being named).
+        """
+        bm = self._body_model(body_model, "vertices")
+        out = np.full((len(self), bm.num_vertices, 3), np.nan)
+        rows = np.flatnonzero(self.fitted)
+        if rows.size:
+            dtype = bm.joint_template.dtype
+            device = bm.joint_template.device
+            with torch.no_grad():
+                posed = bm(torch.as_tensor(self.pose[rows], dtype=dtype, device=device),
+                           torch.as_tensor(self.betas[rows], dtype=dtype, device=device),
+                           torch.as_tensor(self.transl[rows], dtype=dtype, device=device), vertices=True)
+            out[rows] = posed.vertices.cpu().numpy()
+        return out
+
+    def export_meshes(self, out_dir: str | Path, fmt: str = "obj", body_model: Any = None) -> list[Path]:
+        """Write one mesh per fitted person, ``out_dir/person_{i}.{obj,ply}`` (metres, camera frame), each
+        atomically (:func:`fitlib.io.atomic_write`); returns the paths. Raises OSError as the file system does
+        (e.g. a full disk), leaving no partial mesh."""
         import trimesh
-
-        from fitlib.body.model import shared_body_model
 
         if fmt not in ("obj", "ply"):
             raise ValueError(f"mesh format must be 'obj' or 'ply', got {fmt!r}")
-        bm = body_model or shared_body_model(self.model)
+        bm = self._body_model(body_model, "export_meshes")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = []
         for i, verts in enumerate(self.vertices(bm)):
             if not self.fitted[i]:
                 continue
+            data = trimesh.Trimesh(verts, bm.faces, process=False).export(file_type=fmt)
             path = out_dir / f"person_{i}.{fmt}"
-            trimesh.Trimesh(verts, bm.faces, process=False).export(path)
+            with atomic_write(path) as fh:
+                fh.write(data.encode() if isinstance(data, str) else data)
             paths.append(path)
         return paths
 
     # ------------------------------------------------------------- drawing
-    def render_overlay(self, image: str | Path | np.ndarray, body_model=None, alpha: float = 0.6) -> np.ndarray:
+    def render_overlay(self, image: str | Path | np.ndarray, body_model: Any = None, alpha: float = 0.6) -> np.ndarray:
         """The image the fit was made on (a path or an array, as :func:`fitlib.fit` takes it) with each
         fitted mesh shaded (painter's algorithm, Lambert light from the camera) and the fitted skeleton
-        drawn on top; returns a new HxWx3 uint8 RGB array."""
-        from fitlib.body.model import shared_body_model
+        drawn on top; returns a new HxWx3 uint8 RGB array. ``body_model`` as for :meth:`vertices`;
+        ``alpha`` in [0, 1] is the meshes' opacity."""
         from fitlib.io.images import load_image
 
+        if not (isinstance(alpha, (int, float)) and 0.0 <= float(alpha) <= 1.0):
+            raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
         canvas = load_image(image)  # a new C-contiguous array
         if canvas.shape[:2] != tuple(self.image_size):
             raise ValueError(f"the overlay image is {canvas.shape[1]}x{canvas.shape[0]} px but the fit was made on "
                              f"a {self.image_size[1]}x{self.image_size[0]} px image")
         if not self.fitted.any():
             return canvas
-        bm = body_model or shared_body_model(self.model)
+        bm = self._body_model(body_model, "render_overlay")
         faces = bm.faces
         verts_all = self.vertices(bm)
         layer = canvas.copy()
         palette = [(120, 170, 255), (255, 160, 120), (140, 230, 140), (230, 200, 90), (200, 140, 230)]
-        order = np.argsort([-v[:, 2].mean() for v in verts_all])  # far people first
+        fitted = np.flatnonzero(self.fitted)
+        order = fitted[np.argsort([-verts_all[i][:, 2].mean() for i in fitted])]  # far people first
         for i in order:
-            if not self.fitted[i]:
-                continue
             v = verts_all[i]
             if (v[:, 2] <= 1e-3).any():
                 continue
@@ -138,9 +297,7 @@ class FitResult:
                 cv2.fillConvexPoly(layer, pts, c, lineType=cv2.LINE_AA, shift=2)
         canvas = cv2.addWeighted(layer, alpha, canvas, 1 - alpha, 0)
         layout = get_layout(self.layout)
-        for i in range(len(self)):
-            if not self.fitted[i]:
-                continue
+        for i in fitted:
             pts = self.projected[i]
             for a, b in layout.edges:
                 pa, pb = pts[a], pts[b]
@@ -150,61 +307,237 @@ class FitResult:
         return canvas
 
     # ----------------------------------------------------------------- i/o
+    def _filled_provenance(self) -> dict:
+        """The provenance to write: the body model's identity looked up if unknown (for a result made in this
+        process; a missing model file leaves it null)."""
+        prov = dict(self.provenance)
+        if prov.get("body_model") is None and (self.model == "open" or not self.model_from_file):
+            from fitlib.body.model import model_identity
+
+            try:
+                prov["body_model"] = model_identity(self.model)
+            except (FileNotFoundError, ValueError, OSError):
+                pass
+        return prov
+
     def to_dict(self) -> dict:
-        """Plain dict of lists/numbers (JSON-serialisable)."""
-        out = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = v.tolist() if isinstance(v, np.ndarray) else (list(v) if isinstance(v, tuple) else v)
-        return out
+        """The result as schema-version-2 JSON data (``docs/RESULT_SCHEMA.md``): lists, numbers, text,
+        booleans and None (null) for NaN; valid JSON for any parser (no NaN or Infinity literals)."""
+
+        def rows(name: str) -> list:
+            arr = getattr(self, name)
+            out = []
+            for i in range(len(self)):
+                if name in _UNFITTED_NAN and not self.fitted[i]:
+                    out.append(None)
+                else:
+                    out.append(_json_numbers(arr[i]))
+            return out
+
+        data = {"schema": SCHEMA_NAME, "schema_version": SCHEMA_VERSION, "people": len(self),
+                "image_size": list(self.image_size), "K": _json_numbers(self.K), "layout": self.layout,
+                "model": self.model}
+        data.update({name: rows(name) for name in _PER_PERSON})
+        data.update({"converged": self.converged.tolist(), "fitted": self.fitted.tolist(),
+                     "provenance": self._filled_provenance(), "outputs": dict(self.outputs)})
+        return data
 
     def save(self, path: str | Path) -> Path:
-        """Save as ``.npz`` or ``.json`` (by suffix), atomically (:func:`fitlib.io.atomic_write`)."""
+        """Save as ``.json`` or ``.npz`` (by suffix) in schema version :data:`SCHEMA_VERSION`, atomically
+        (:func:`fitlib.io.atomic_write`: a reader sees the old file or the new one). Returns the path."""
         path = Path(path)
         if path.suffix not in (".json", ".npz"):
             raise ValueError(f"save a FitResult as .npz or .json, not {path.suffix!r}")
+        data = self.to_dict()
+        try:
+            text = json.dumps(data, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"the result's provenance or outputs are not JSON data: {exc}") from None
         with atomic_write(path) as fh:
             if path.suffix == ".json":
-                fh.write(json.dumps(self.to_dict(), allow_nan=True).encode())
+                fh.write(text.encode())
             else:
-                np.savez_compressed(fh, **{f.name: np.asarray(getattr(self, f.name)) for f in dataclasses.fields(self)})
+                arrays = {name: getattr(self, name) for name in _PER_PERSON + ("K", "converged", "fitted")}
+                arrays.update({"schema": np.array(SCHEMA_NAME), "schema_version": np.array(SCHEMA_VERSION),
+                               "image_size": np.array(self.image_size, dtype=np.int64), "layout": np.array(self.layout),
+                               "model": np.array(self.model),
+                               "provenance": np.array(json.dumps(data["provenance"], allow_nan=False)),
+                               "outputs": np.array(json.dumps(data["outputs"], allow_nan=False))})
+                np.savez_compressed(fh, **arrays)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "FitResult":
-        """Load a result written by :meth:`save`."""
+        """Load a result written by :meth:`save` (schema version 1 or 2), checking it.
+
+        The result's ``model_from_file`` is True: see :meth:`vertices`.
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: naming the file and the problem: not a regular file, damaged or not JSON / npz,
+                a newer schema, an unknown entry or layout, a shape that does not fit the number of people.
+        """
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"fit result not found: {path}")
         if path.suffix not in (".json", ".npz"):
             raise ValueError(f"a FitResult file is .npz or .json, not {path.suffix!r}")
+        raw = read_regular_file(path, max_bytes=MAX_RESULT_BYTES, what="fit result")
         try:
             if path.suffix == ".json":
-                raw = json.loads(path.read_text())
+                kw = _parse_json(raw)
             else:
-                with np.load(path, allow_pickle=False) as z:
-                    raw = {k: z[k] for k in z.files}
-        except (ValueError, OSError, zipfile.BadZipFile) as exc:  # JSONDecodeError is a ValueError
-            raise ValueError(f"{path} is not a readable fit result ({type(exc).__name__}: {exc})") from None
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path} is not a fit result")
-        kinds = {"converged": bool, "fitted": bool}
-        kw = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in raw:
-                raise ValueError(f"{path} is not a fit result: it lacks {f.name!r}")
-            v = raw[f.name]
-            if f.name in ("layout", "model"):
-                kw[f.name] = str(v)
-            elif f.name == "image_size":
-                kw[f.name] = tuple(int(x) for x in np.asarray(v))
-            else:
-                kw[f.name] = np.asarray(v, dtype=kinds.get(f.name, np.float64))
-        P = len(kw["reprojection_error"])
-        if P == 0:  # JSON keeps no trailing dims of empty arrays
-            J = len(get_layout(kw["layout"]))
-            trailing = {"pose": (72,), "betas": (10,), "transl": (3,), "keypoints": (J, 3), "projected": (J, 2),
-                        "joints": (24, 3)}
-            for name, shape in trailing.items():
-                kw[name] = kw[name].reshape(0, *shape)
-        return cls(**kw)
+                kw = _parse_npz(raw, str(path))
+            return cls(**kw, model_from_file=True)
+        except ValueError as exc:
+            message = str(exc)
+            if message.startswith(f"{path}"):
+                message = message[len(str(path)):].lstrip(": ")
+            raise ValueError(f"{path} is not a readable fit result: {message}") from None
+        except RecursionError:
+            raise ValueError(f"{path} is not a readable fit result: nested too deeply") from None
+
+
+def _json_numbers(arr: np.ndarray) -> Any:
+    """A float array as nested lists, NaN and infinities as None."""
+    if arr.ndim == 0:
+        x = float(arr)
+        return x if math.isfinite(x) else None
+    return [_json_numbers(a) for a in arr]
+
+
+def _from_json(name: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """Nested JSON lists of numbers (None for NaN, a None row for a whole row of NaN) as a float array of
+    ``shape``; ValueError naming ``name`` for anything else (text, booleans, ragged lists, wrong lengths)."""
+    out = np.full(shape, np.nan)
+
+    def fill(v: Any, index: tuple[int, ...]) -> None:
+        depth = len(index)
+        if v is None:
+            return
+        if depth == len(shape):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValueError(f"{name} must hold numbers, found {type(v).__name__}")
+            out[index] = float(v)
+            return
+        if not isinstance(v, list) or len(v) != shape[depth]:
+            got = f"{len(v)} entries" if isinstance(v, list) else type(v).__name__
+            raise ValueError(f"{name} must have shape {_shape_text(shape)}: axis {depth} has {got}")
+        for i, x in enumerate(v):
+            fill(x, index + (i,))
+
+    if value is None:
+        raise ValueError(f"{name} is null")
+    fill(value, ())
+    return out
+
+
+def _parse_json(raw: bytes) -> dict:
+    """Keyword arguments of :class:`FitResult` from JSON bytes of schema 1 or 2."""
+    constants: list[str] = []
+
+    def constant(text: str) -> float:
+        constants.append(text)
+        return float("nan") if text == "NaN" else float(text.replace("Infinity", "inf"))
+
+    try:
+        data = json.loads(raw.decode("utf-8"), parse_constant=constant)
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise ValueError(f"not readable JSON ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"it holds a JSON {type(data).__name__}, not an object")
+    version = _schema_version(data.get("schema_version", 1), data)
+    if version >= 2 and constants:
+        raise ValueError(f"it holds {constants[0]!r}, which is not JSON (schema 2 writes null)")
+    keys = _V2_KEYS if version >= 2 else _V1_KEYS
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise ValueError(f"it lacks {missing}")
+    unknown = sorted(set(data) - set(keys))
+    if unknown and version >= 2:
+        raise ValueError(f"unknown entries {unknown}")
+    if version >= 2 and data["schema"] != SCHEMA_NAME:
+        raise ValueError(f"schema is {data['schema']!r}, not {SCHEMA_NAME!r}")
+    for name in ("converged", "fitted"):
+        if not isinstance(data[name], list) or not all(isinstance(x, bool) for x in data[name]):
+            raise ValueError(f"{name} must be a list of true/false")
+    P = len(data["fitted"])
+    if version >= 2 and (not isinstance(data["people"], int) or isinstance(data["people"], bool)
+                         or data["people"] != P):
+        raise ValueError(f"people is {data['people']!r} but fitted has {P} entries")
+    layout = data["layout"]
+    if not isinstance(layout, str) or not isinstance(data["model"], str):
+        raise ValueError("layout and model must be text")
+    J = len(get_layout(layout))
+    shapes = {"pose": (P, 72), "betas": (P, 10), "transl": (P, 3), "keypoints": (P, J, 3), "projected": (P, J, 2),
+              "joints": (P, 24, 3), "reprojection_error": (P,), "loss": (P,)}
+    kw: dict[str, Any] = {name: _from_json(name, data[name], shape) for name, shape in shapes.items()}
+    image_size = data["image_size"]
+    if not (isinstance(image_size, list) and len(image_size) == 2
+            and all(isinstance(s, int) and not isinstance(s, bool) for s in image_size)):
+        raise ValueError(f"image_size must be [height, width] in whole pixels, got {image_size!r}")
+    kw.update(K=_from_json("K", data["K"], (3, 3)), image_size=tuple(image_size), layout=layout, model=data["model"],
+              converged=np.array(data["converged"], dtype=bool).reshape(P),
+              fitted=np.array(data["fitted"], dtype=bool).reshape(P))
+    if version >= 2:
+        kw.update(provenance=data["provenance"], outputs=data["outputs"])
+    return kw
+
+
+def _schema_version(value: Any, data: dict) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"schema_version must be a positive whole number, got {value!r}")
+    if value > SCHEMA_VERSION:
+        provenance = data.get("provenance")
+        writer = provenance.get("fitlib_version", "?") if isinstance(provenance, dict) else "?"
+        raise ValueError(f"it was written in schema version {value} by a newer fitlib ({writer}); "
+                         f"this fitlib ({fitlib_version()}) reads versions 1-{SCHEMA_VERSION}")
+    return value
+
+
+def _parse_npz(raw: bytes, source: str) -> dict:
+    """Keyword arguments of :class:`FitResult` from ``.npz`` bytes of schema 1 or 2 (read without unpickling)."""
+    arrays = load_npz(raw, source, max_bytes=4 * MAX_RESULT_BYTES)
+    version = 1
+    if "schema_version" in arrays:
+        sv = arrays["schema_version"]
+        if sv.shape != () or sv.dtype.kind not in "iu":
+            raise ValueError("schema_version must be a whole number")
+        version = _schema_version(int(sv), {})
+    keys = _V2_KEYS if version >= 2 else _V1_KEYS
+    missing = [k for k in keys if k not in arrays and k != "people"]
+    if missing:
+        raise ValueError(f"it lacks {missing}")
+    unknown = sorted(set(arrays) - set(keys))
+    if unknown and version >= 2:
+        raise ValueError(f"unknown entries {unknown}")
+
+    def text(name: str) -> str:
+        a = arrays[name]
+        if a.shape != () or a.dtype.kind != "U":
+            raise ValueError(f"{name} must be text")
+        return str(a)
+
+    kw: dict[str, Any] = {}
+    for name in _PER_PERSON + ("K",):
+        a = arrays[name]
+        if a.dtype.kind not in "iuf":
+            raise ValueError(f"{name} must be numeric, got {a.dtype}")
+        kw[name] = a
+    for name in ("converged", "fitted"):
+        kw[name] = arrays[name]  # checked to be booleans by FitResult
+    size = arrays["image_size"]
+    if size.shape != (2,) or size.dtype.kind not in "iu":
+        raise ValueError(f"image_size must be 2 whole numbers, got {size.dtype} of shape {size.shape}")
+    kw.update(image_size=(int(size[0]), int(size[1])), layout=text("layout"), model=text("model"))
+    if version >= 2:
+        if text("schema") != SCHEMA_NAME:
+            raise ValueError(f"schema is {text('schema')!r}, not {SCHEMA_NAME!r}")
+        for name in ("provenance", "outputs"):
+            try:
+                kw[name] = json.loads(text(name), parse_constant=_refuse_constant)
+            except ValueError as exc:
+                raise ValueError(f"{name} is not JSON ({exc})") from None
+    return kw
+
+
+def _refuse_constant(text: str) -> float:
+    raise ValueError(f"{text} is not JSON")

@@ -14,6 +14,7 @@ which one it has.  :meth:`BodyModel.forward` has two paths that agree to
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -188,9 +189,7 @@ class BodyModel(torch.nn.Module):
         points: dict[str, dict[int, float]] = {f"smpl_{n}": {j: 1.0} for j, n in enumerate(SMPL_JOINT_NAMES)}
         for name, joint in SMPL_JOINT_POINTS.items():
             points[name] = {SMPL_JOINT_NAMES.index(joint): 1.0}
-        regressor = data.get("keypoint_regressor")
-        if isinstance(regressor, np.ndarray) and regressor.dtype == object:  # as stored in an .npz
-            regressor = regressor.item()
+        regressor = data.get("keypoint_regressor")  # checked by fitlib.body.model_file.check_model_dict
         if regressor is not None:
             ids, weights = np.asarray(regressor["vertex_ids"]), np.asarray(regressor["weights"])
             for k, name in enumerate(regressor["names"]):
@@ -510,33 +509,64 @@ def _model_path(model: str | Path, gender: str) -> tuple[Path, str]:
     return path, path.stem
 
 
+MIN_VERTICES = 6890
+"""Fewest vertices a model file may have: smplx's SMPL takes face and foot points from SMPL's vertex ids."""
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` (None: CPU) as a :class:`torch.device`; ValueError for a name torch does not know or a
+    device this machine does not have (e.g. ``"tpu"``, or ``"cuda"`` without CUDA)."""
+    try:
+        dev = torch.device(device if device is not None else "cpu")
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"unknown torch device {device!r} (use e.g. 'cpu', 'cuda', 'cuda:1', 'mps')") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: CUDA is not available on this machine (torch {torch.__version__})")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r}: MPS is not available on this machine")
+    return dev
+
+
 def load_body_model(model: str | Path = "open", gender: str = "neutral", device: str | torch.device | None = None,
                     dtype: torch.dtype = torch.float32) -> BodyModel:
     """Load a body model.
 
     Args:
-        model: ``"open"`` (the free model built from anny on first use and
-            cached), a path to an SMPL ``.pkl`` (chumpy not needed) or ``.npz``,
-            or a folder holding ``SMPL_{NEUTRAL,MALE,FEMALE}.pkl``.
+        model: ``"open"`` (the free model built from anny on first use and cached, verified against
+            its recorded SHA-256 on load), a path to an SMPL ``.pkl`` (chumpy not needed) or ``.npz``,
+            or a folder holding ``SMPL_{NEUTRAL,MALE,FEMALE}.pkl``. Files are read with fitlib's
+            allow-list unpickler: they cannot run code (``docs/SECURITY.md``).
         gender: which file to pick from a folder (``neutral``, ``male``, ``female``).
         device, dtype: where the model lives.
     Raises:
-        FileNotFoundError for a missing file; ValueError for a corrupt one.
+        FileNotFoundError for a missing file; ValueError for a corrupt one, an unknown device, or an
+        open-model cache folder that cannot be written.
     """
-    if gender.lower() not in ("neutral", "male", "female"):
+    if not isinstance(gender, str) or gender.lower() not in ("neutral", "male", "female"):
         raise ValueError(f"gender must be 'neutral', 'male' or 'female', got {gender!r}")
+    dev = resolve_device(device)
     path, name = _model_path(model, gender.lower())
     try:
-        data = _read_cached(str(path), path.stat().st_mtime_ns)
-    except ValueError:
+        data = _read_cached(str(path), *_stamp(path))
+    except Exception as exc:  # noqa: BLE001 - for the open model any failure means: build it again
         if name != "open":
             raise
-        # the cached open model is damaged (a disk fault, a copy cut short): it is ours to build again
-        from fitlib.body.open_model import ensure_open_model
+        # the cached open model verified but does not load (a recipe change, a fault after the check): ours to rebuild
+        from fitlib.body.open_model import _log, ensure_open_model
 
+        _log.warning("fitlib: the cached open body model %s does not load (%s: %s): building it again", path,
+                     type(exc).__name__, exc)
         path = ensure_open_model(rebuild=True)
-        data = _read_cached(str(path), path.stat().st_mtime_ns)
-    return BodyModel(data, name=name, dtype=dtype).to(device or "cpu")
+        data = _read_cached(str(path), *_stamp(path))
+    if len(data["v_template"]) < MIN_VERTICES:
+        raise ValueError(f"{path} has {len(data['v_template'])} vertices: an SMPL-layout model needs at least "
+                         f"{MIN_VERTICES} (smplx reads SMPL's face and foot vertices from it)")
+    return BodyModel(data, name=name, dtype=dtype).to(dev)
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_mtime_ns, st.st_size
 
 
 def model_key(model: str | Path = "open") -> tuple:
@@ -548,11 +578,43 @@ def model_key(model: str | Path = "open") -> tuple:
     return (str(path), path.stat().st_mtime_ns if path.is_file() else None)
 
 
+def model_identity(model: str | Path = "open", gender: str = "neutral") -> dict:
+    """What identifies a body model in a result's provenance (JSON-ready).
+
+    ``{"model": "open", "build_key": <recipe key>, "sha256": <cached file's recorded SHA-256 or None>}``
+    for the open model (nothing is built); ``{"model": <name>, "file": <file name>, "sha256": <content
+    SHA-256>}`` for an SMPL file or folder (the file picked for ``gender``).
+
+    Raises:
+        FileNotFoundError: the file or folder does not exist.
+    """
+    if str(model) == "open":
+        from fitlib.body.open_model import BuildConfig, cached_model_sha256, open_model_path
+
+        config = BuildConfig()
+        return {"model": "open", "build_key": config.key(), "sha256": cached_model_sha256(open_model_path(config))}
+    path, name = _model_path(model, gender.lower())
+    return {"model": name, "file": path.name, "sha256": _file_digest(str(path.resolve()), *_stamp(path))}
+
+
+@lru_cache(maxsize=16)
+def _file_digest(path: str, mtime_ns: int, size: int) -> str:
+    from fitlib.io.safe_load import file_sha256
+
+    return file_sha256(path)
+
+
 def shared_body_model(model: str | Path = "open", device: str | torch.device | None = None) -> BodyModel:
     """The process's :class:`BodyModel` for ``model`` on ``device`` (float32), loaded on first use and
     shared after: by :func:`fitlib.fit`, :class:`fitlib.FitResult`'s meshes and overlays. Treat it as
-    read-only (``.to()`` on it would move it for everyone); :func:`load_body_model` gives a model of one's own."""
-    return _shared(model_key(model), str(torch.device(device or "cpu")))
+    read-only (``.to()`` on it would move it for everyone); :func:`load_body_model` gives a model of one's own.
+    Loading is serialised by a lock, so threads asking at once share one model."""
+    key, dev = model_key(model), str(resolve_device(device))
+    with _shared_lock:
+        return _shared(key, dev)
+
+
+_shared_lock = threading.Lock()
 
 
 @lru_cache(maxsize=8)
@@ -561,6 +623,6 @@ def _shared(key: tuple, device: str) -> BodyModel:
 
 
 @lru_cache(maxsize=4)
-def _read_cached(path: str, mtime_ns: int) -> dict:
+def _read_cached(path: str, mtime_ns: int, size: int) -> dict:
     """Parsed model files, shared (read-only) between the BodyModels built from them."""
     return read_model_file(path)

@@ -25,12 +25,18 @@ the layout of an SMPL model file (``v_template``, ``shapedirs``, ``posedirs``,
 
 The build is deterministic for a given seed and takes a few minutes on two
 CPU cores; :func:`fitlib.body.model.load_body_model` runs it on first use and
-caches the result (see :func:`open_model_path`).
+caches the result (see :func:`open_model_path`) with a SHA-256 record that is verified
+before every load (:func:`cache_problem`); a damaged cache is rebuilt, saying why.
 """
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
+import os
 import pickle
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +46,10 @@ import torch
 
 from fitlib.io.atomic import atomic_write
 from fitlib.io.cache import cache_dir
+from fitlib.io.safe_load import file_sha256
 from fitlib.body.skeleton import NUM_BETAS, SMPL_JOINT_NAMES, SMPL_PARENTS, global_rotations
+
+_log = logging.getLogger(__name__)
 
 BUILD_VERSION = 1
 """Bumped whenever the recipe changes, so that stale caches are rebuilt."""
@@ -487,20 +496,117 @@ def build_open_model(config: BuildConfig | None = None, progress: bool = True) -
     return data, report
 
 
+CACHE_FREE_BYTES = 300 * 2**20
+"""Free space the cache folder needs before a build starts (the model is ~45 MB, written through a
+temporary copy; the margin keeps a nearly full disk from failing at the end of a 3-minute build)."""
+
+
+def checksum_path(path: Path) -> Path:
+    """The checksum record written next to a cached model file: ``<name>.sha256`` (JSON: ``sha256``,
+    ``size`` in bytes, ``build_key``)."""
+    return path.with_name(path.name + ".sha256")
+
+
 def save_model_file(data: dict, path: Path) -> None:
-    """Write a model dict as a plain pickle (no chumpy), atomically (:func:`fitlib.io.atomic_write`), so that
-    builders running at once and a killed build never leave a partial file (the last rename wins; every
-    builder writes the same bytes)."""
+    """Write a model dict as a plain pickle (no chumpy), atomically (:func:`fitlib.io.atomic_write`), and
+    its checksum record (:func:`checksum_path`) after it, so that builders running at once and a killed
+    build never leave a partial file (the last rename wins; every builder writes the same bytes)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    payload = pickle.dumps(data, protocol=4)
     with atomic_write(path) as fh:
-        pickle.dump(data, fh, protocol=4)
+        fh.write(payload)
+    _write_checksum(path, hashlib.sha256(payload).hexdigest(), len(payload))
+
+
+def _write_checksum(path: Path, digest: str, size: int) -> None:
+    key = path.stem.rpartition("_")[2]
+    record = {"sha256": digest, "size": size, "build_key": key}
+    with atomic_write(checksum_path(path)) as fh:
+        fh.write(json.dumps(record).encode())
+
+
+def cached_model_sha256(path: Path) -> str | None:
+    """The SHA-256 recorded for a cached model file, or None without a (readable) record."""
+    try:
+        record = json.loads(checksum_path(path).read_text())
+        digest = record["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return digest if isinstance(digest, str) else None
+
+
+def cache_problem(path: Path) -> str | None:
+    """Why the cached model file ``path`` cannot be used as it is, or None if it verifies.
+
+    The file must match the size and SHA-256 of its checksum record. A file without a record (written by a
+    fitlib from before records) is adopted if it reads as a valid model (allow-list unpickler, layout
+    checks); its record is then written.
+    """
+    from fitlib.body.model_file import read_model_file
+
+    if not path.is_file():
+        return "is missing"
+    record_file = checksum_path(path)
+    if not record_file.exists():
+        try:
+            read_model_file(path)
+        except Exception as exc:  # noqa: BLE001 - any failure to read is a reason to rebuild
+            return f"has no checksum record and does not load ({type(exc).__name__}: {exc})"
+        try:
+            _write_checksum(path, file_sha256(path), path.stat().st_size)
+            _log.warning("fitlib: the cached open body model %s was written without a checksum (an older fitlib); "
+                        "it loads and passes the model checks: its checksum is now recorded", path)
+        except OSError:
+            pass  # a read-only cache: it verified structurally, use it as it is
+        return None
+    try:
+        record = json.loads(record_file.read_text())
+        digest, size = record["sha256"], record["size"]
+        if not isinstance(digest, str) or not isinstance(size, int):
+            raise TypeError("wrong types")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"has an unreadable checksum record {record_file.name} ({type(exc).__name__}: {exc})"
+    actual = path.stat().st_size
+    if actual != size:
+        return f"is {actual} bytes, but {size} bytes were written"
+    if file_sha256(path) != digest:
+        return "does not match its recorded SHA-256 (the file was damaged or replaced)"
+    return None
+
+
+def check_cache_writable(folder: Path) -> None:
+    """Raise ValueError, before a build starts, if the cache folder cannot take the open model (not
+    writable, or less than :data:`CACHE_FREE_BYTES` free), saying to set ``FITLIB_CACHE_DIR``."""
+    hint = ("the open body model (about 45 MB) is built once (about 3 minutes) and cached there: set "
+            "FITLIB_CACHE_DIR to a writable folder with some free space")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".fitlib-write-test.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ValueError(f"fitlib's cache folder {folder} is not writable ({exc.strerror or exc}); {hint}") from None
+    free = shutil.disk_usage(folder).free
+    if free < CACHE_FREE_BYTES:
+        raise ValueError(f"fitlib's cache folder {folder} has only {free / 2**20:.0f} MiB free; {hint}")
 
 
 def ensure_open_model(config: BuildConfig | None = None, progress: bool = True, rebuild: bool = False) -> Path:
-    """Return the path of the cached open model, building it first if needed (or if ``rebuild``, e.g.
-    because the cached file turned out unreadable)."""
+    """Return the path of the cached open model, verified against its checksum (:func:`cache_problem`),
+    building it first if it is missing, does not verify, or ``rebuild`` is set (e.g. because the cached
+    file turned out unreadable). Why a present file is rebuilt is logged (stderr by default).
+
+    Raises:
+        ValueError: the cache folder cannot take the model (checked before the build starts).
+    """
     path = open_model_path(config)
-    if rebuild or not path.exists():
-        data, _ = build_open_model(config, progress=progress)
-        save_model_file(data, path)
+    if not rebuild:
+        problem = cache_problem(path)
+        if problem is None:
+            return path
+        if path.exists():
+            _log.warning("fitlib: the cached open body model %s %s: building it again (about 3 minutes)", path, problem)
+    check_cache_writable(path.parent)
+    data, _ = build_open_model(config, progress=progress)
+    save_model_file(data, path)
     return path

@@ -12,7 +12,6 @@ gender maps to fitlib's open model (the synthetic set is built with it).
 """
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 
 from fitlib.body.layouts import convert_keypoints
 from fitlib.body.model import load_body_model
+from fitlib.io.safe_load import load_pickle, read_regular_file
 from fitlib.params import SMPLParams
 
 LAYOUT = "coco17"
@@ -53,10 +53,17 @@ class Sequence:
     gt_params: SMPLParams  # [N] people, camera frame
 
 
+MAX_SEQUENCE_BYTES = 1 << 30
+"""Largest sequence file read (3DPW's are at most a few tens of MB)."""
+
+
 def load_sequence_file(path: str | Path) -> dict:
-    """Read a 3DPW sequence pickle (latin-1, Python 2 era) and check the fields the benchmark needs."""
-    with open(path, "rb") as f:
-        data = pickle.load(f, encoding="latin1")
+    """Read a 3DPW sequence pickle (latin-1, Python 2 era) with fitlib's allow-list unpickler (numpy arrays,
+    lists, dicts, text: nothing in the file can run; :func:`fitlib.io.safe_load.load_pickle`) and check the
+    fields the benchmark needs. Raises FileNotFoundError or ValueError naming the file."""
+    data = load_pickle(read_regular_file(path, max_bytes=MAX_SEQUENCE_BYTES, what="3DPW sequence file"), str(path))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a 3DPW sequence file (it holds a {type(data).__name__}, not a dict)")
     need = ("sequence", "poses", "betas", "trans", "cam_poses", "cam_intrinsics", "campose_valid", "poses2d")
     missing = [k for k in need if k not in data]
     if "genders" not in data and "gender" not in data:

@@ -15,7 +15,7 @@ from fitlib.detection.mmpose_results import keypoints_from_mmpose
 
 def run_mmpose(image: np.ndarray, config: str | os.PathLike, checkpoint: str | os.PathLike, *,
                bboxes: np.ndarray | None = None, device: str = "cpu", layout: str | None = None,
-               **detector_kwargs) -> Keypoints:
+               trust_checkpoint: bool = False, **detector_kwargs) -> Keypoints:
     """Run a local top-down mmpose model on the people of an RGB image.
 
     The model is built from ``config`` by mmpose's ``init_model`` and run by ``inference_topdown``
@@ -24,15 +24,17 @@ def run_mmpose(image: np.ndarray, config: str | os.PathLike, checkpoint: str | o
 
     Args:
         image: ``(H, W, 3)`` uint8 RGB.
-        config, checkpoint: local mmpose config file and checkpoint (no download). The checkpoint
-            is trusted: if torch's ``weights_only`` loader refuses it (mmengine checkpoints keep
-            numpy arrays in their ``meta``), it is unpickled in full, as torch < 2.6 did.
+        config, checkpoint: local mmpose config file and checkpoint (no download). The checkpoint is
+            loaded with torch's ``weights_only`` loader, the numpy types mmengine keeps in ``meta``
+            allowed (:func:`checkpoint_safe_globals`).
         bboxes: ``(N, 4)`` xyxy person boxes in pixels (passed to ``inference_topdown``; note that
             ``MMPoseInferencer`` would ignore them); the result has one person per box, in the
             given order, with the given boxes and score 1. Default: the boxes of fitlib's bundled
             detector (people sorted by its scores), to which ``detector_kwargs`` go.
         device: torch device string.
         layout: as in :func:`keypoints_from_mmpose` (default: from the model's ``dataset_meta``).
+        trust_checkpoint: unpickle a checkpoint in full that the safe loader refuses (see
+            :func:`init_model`; it can run code in the file).
 
     Returns:
         :class:`Keypoints` ``(P, 17 or 23, 3)``; confidences are mmpose's scores clipped to [0, 1].
@@ -40,7 +42,8 @@ def run_mmpose(image: np.ndarray, config: str | os.PathLike, checkpoint: str | o
     Raises:
         ImportError: mmpose is not installed (``scripts/install_mmpose.sh``).
         FileNotFoundError: missing config or checkpoint.
-        ValueError: bad image or boxes, or a model whose keypoints lack the COCO body joints.
+        ValueError: bad image or boxes, a model whose keypoints lack the COCO body joints, or a
+            checkpoint the safe loader refuses (without ``trust_checkpoint``).
     """
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or 0 in image.shape:
@@ -57,7 +60,7 @@ def run_mmpose(image: np.ndarray, config: str | os.PathLike, checkpoint: str | o
     else:
         bboxes = _check_boxes(bboxes)
         bscores = np.ones(len(bboxes))
-    model = init_model(config, checkpoint, device)
+    model = init_model(config, checkpoint, device, trust_checkpoint=trust_checkpoint)
     meta = getattr(model, "dataset_meta", None)
     if len(bboxes) == 0:  # nobody: an empty result in the layout the model would give
         k = int((meta or {}).get("num_keypoints", 17))
@@ -84,49 +87,91 @@ def _check_boxes(bboxes: Any) -> np.ndarray:
     return boxes
 
 
-def init_model(config: str | os.PathLike, checkpoint: str | os.PathLike | None, device: str = "cpu"):
-    """mmpose's ``init_model`` (imported through :func:`import_mmpose`), loading mmengine
-    checkpoints that hold numpy objects under torch >= 2.6 (see :func:`_load_checkpoint_compat`).
+def init_model(config: str | os.PathLike, checkpoint: str | os.PathLike | None, device: str = "cpu", *,
+               trust_checkpoint: bool = False):
+    """mmpose's ``init_model`` (imported through :func:`import_mmpose`), loading mmengine checkpoints under
+    torch >= 2.6 with torch's safe loader (see :class:`_load_checkpoint_compat`).
 
     Args:
         config: mmpose config file.
         checkpoint: checkpoint file, or ``None`` for mmpose's initial (random) weights.
         device: torch device string.
+        trust_checkpoint: unpickle the checkpoint in full if torch's safe loader refuses it even with
+            the numpy types mmengine stores allowed. Unpickling can run code: only for files you trust.
 
     Returns:
         the mmpose pose estimator (``torch.nn.Module`` in eval mode) with its ``dataset_meta``.
+
+    Raises:
+        ValueError: the safe loader refused the checkpoint and ``trust_checkpoint`` is False (the
+            message names what it refused).
     """
     apis = import_mmpose()
     if checkpoint is None:
         return apis.init_model(str(config), None, device=device)
-    with _load_checkpoint_compat():
+    with _load_checkpoint_compat(trust=trust_checkpoint):
         return apis.init_model(str(config), str(checkpoint), device=device)
 
 
-class _load_checkpoint_compat:
-    """While active, ``torch.load`` falls back to ``weights_only=False`` when torch's safe loader
-    refuses a file and the caller did not choose ``weights_only`` itself.
+def checkpoint_safe_globals() -> list:
+    """The numpy functions and classes mmengine checkpoints keep in ``meta`` (arrays and scalars of
+    ``dataset_meta``, the seed), allowed in torch's ``weights_only`` loader while loading them: array,
+    dtype and scalar reconstruction only, under their numpy 2 and numpy 1 names. Nothing else is added."""
+    import numpy as np
 
-    Why: mmengine 0.10.7's ``load_checkpoint`` calls ``torch.load`` without ``weights_only``;
-    since torch 2.6 that means ``weights_only=True``, which refuses the numpy arrays and scalars
-    that mmpose checkpoints keep in ``meta["dataset_meta"]`` (colours, sigmas...). The file is the
-    user's own local checkpoint, and loading it in full is what torch < 2.6 (and mmpose) always
-    did. Files that load safely are loaded safely. Not thread-safe: it swaps ``torch.load``.
+    reconstruct = np.zeros(0).__reduce__()[0]
+    scalar = np.float64(0).__reduce__()[0]
+    dtype_classes = sorted({type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDGUS"}, key=str)  # not object
+    return [reconstruct, scalar, np.ndarray, np.dtype, *dtype_classes,
+            (reconstruct, "numpy.core.multiarray._reconstruct"), (scalar, "numpy.core.multiarray.scalar")]
+
+
+def _refusal(err: Exception) -> str:
+    """The line of torch's weights_only error that names what it refused."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    named = [line for line in lines if "GLOBAL" in line or "got <" in line or "Unsupported" in line]
+    return (named or lines or [type(err).__name__])[0]
+
+
+class _load_checkpoint_compat:
+    """While active, a ``torch.load`` whose caller did not choose ``weights_only`` (mmengine 0.10.7's
+    ``load_checkpoint`` does not) loads with ``weights_only=True`` and :func:`checkpoint_safe_globals`
+    allowed: mmpose checkpoints keep numpy arrays and scalars in ``meta["dataset_meta"]``, which torch's
+    safe loader refuses by default since torch 2.6.
+
+    A checkpoint that the safe loader still refuses (it names other classes) is an error, unless
+    ``trust`` is set: then it is unpickled in full (``weights_only=False``, what torch < 2.6 did), which can
+    run code in the file. Not thread-safe: it swaps ``torch.load``.
     """
+
+    def __init__(self, trust: bool = False) -> None:
+        self.trust = bool(trust)
 
     def __enter__(self):
         import torch
 
         self._torch, self._original = torch, torch.load
-        original = self._original
+        original, trust, safe = self._original, self.trust, checkpoint_safe_globals()
 
-        def load(*args, **kwargs):
+        def load(f, *args, **kwargs):
+            if "weights_only" in kwargs:  # the caller chose
+                return original(f, *args, **kwargs)
             try:
-                return original(*args, **kwargs)
-            except Exception as err:  # noqa: BLE001 - only the weights_only refusal is retried
-                if "weights_only" in kwargs or "weights_only" not in str(err):
+                with torch.serialization.safe_globals(safe):
+                    return original(f, *args, weights_only=True, **kwargs)
+            except Exception as err:  # noqa: BLE001 - only the weights_only refusal is handled
+                if "weights_only" not in str(err) or isinstance(f, (bytes, bytearray)):
                     raise
-            return original(*args, **{**kwargs, "weights_only": False})
+                if not trust:
+                    name = f if isinstance(f, (str, os.PathLike)) else "the checkpoint"
+                    raise ValueError(
+                        f"torch's safe loader refused {name} ({_refusal(err)}). "
+                        "It holds more than weights and numpy metadata; if you trust the file, load it with "
+                        "trust_checkpoint=True (`fitlib detect --trust-checkpoint`), which unpickles it in full "
+                        "and can run code in it") from None
+                if hasattr(f, "seek"):
+                    f.seek(0)
+            return original(f, *args, weights_only=False, **kwargs)
 
         torch.load = load
         return self

@@ -92,6 +92,24 @@ def perturbed_oracle_method(model: BodyModel, inp: MethodInput, pose_sigma: floa
     return Prediction(SMPLParams(orient, body_pose, gt.betas + 0.5 * noise(n, 10), transl))
 
 
+def regressor_method(checkpoint: str | None = None) -> Method:
+    """The keypoint regressor alone (:mod:`fitlib.regression`; default: the shipped weights), its selected
+    hypothesis (lowest 2D error); people with too few usable points are reported as not fitted."""
+    from fitlib.regression.predict import KeypointRegressor
+    from fitlib.regression.checkpoint import load_regressor
+
+    net, header = load_regressor(checkpoint)
+    runners: dict[int, KeypointRegressor] = {}
+
+    def run(model: BodyModel, inp: MethodInput) -> Prediction:
+        if id(model) not in runners:
+            runners[id(model)] = KeypointRegressor(net, model, header)
+        pred = runners[id(model)].predict(inp.keypoints, inp.K, LAYOUT)
+        return Prediction(pred.params, pred.fitted)
+
+    return run
+
+
 METHODS: dict[str, Callable[[], Method]] = {
     "spin": lambda: fitter_method("spin"),
     "default": lambda: fitter_method("default"),
@@ -99,6 +117,7 @@ METHODS: dict[str, Callable[[], Method]] = {
     "gt": lambda: oracle_method,
     "noisy_gt": lambda: perturbed_oracle_method,  # about as accurate as the default fitter here
     "noisy_gt_strong": lambda: functools.partial(perturbed_oracle_method, pose_sigma=0.07),  # twice as accurate
+    "regressor": regressor_method,  # the shipped keypoint regressor alone (issue 12)
 }
 """Method factories by name (``regressor`` gets added here). ``INIT+CONFIG`` (e.g. ``noisy_gt+default``)
 refines the estimate of method INIT with a fitting config (see :func:`method_factory`)."""
@@ -108,9 +127,10 @@ ORACLES = ("gt", "noisy_gt", "noisy_gt_strong")
 
 def method_factory(name: str) -> Callable[[], Method]:
     """A method by name: a key of :data:`METHODS`; or a fitting config (a shipped config's name such as
-    ``precise``, or a path to a ``.yaml``) with optional overrides, ``CONFIG@key=value@...`` (top-level
-    settings, e.g. ``default@pose_prior=none@pose_starts=0``, or a loss weight in every stage that has
-    it, e.g. ``default@weights.init_pull=0``); or ``INIT+CONFIG...``, the fit started from method
+    ``precise``, or a path to a ``.yaml``) with optional overrides, ``CONFIG@key=value@...`` (settings,
+    e.g. ``default@pose_prior=none@pose_starts=0``, nested ones such as ``default@refine.weights.init_pull=30``
+    or ``default@refine=null`` (the stages from an estimate), or a loss weight in every stage that has it,
+    e.g. ``default@weights.init_pull=0``); or ``INIT+CONFIG...``, the fit started from method
     INIT's estimate (e.g. ``noisy_gt+default``)."""
     if name in METHODS:
         return METHODS[name]
@@ -122,16 +142,22 @@ def method_factory(name: str) -> Callable[[], Method]:
     except (ValueError, FileNotFoundError):
         raise ValueError(f"unknown method {name!r}; known: {sorted(METHODS)}, a shipped config, a config "
                          f".yaml file, CONFIG@key=value@..., or INIT+CONFIG") from None
-    changes, weights = {}, {}
+    data, weights = config.model_dump(), {}
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"method {name!r}: override {item!r} is not key=value")
         if key.startswith("weights."):  # a loss weight, in every stage that has it
             weights[key.removeprefix("weights.")] = float(yaml.safe_load(value))
-        else:
-            changes[key] = yaml.safe_load(value)
-    config = config.replace(**changes)
+            continue
+        *path, last = key.split(".")  # a setting, or a nested one (refine.weights.init_pull=30)
+        node = data
+        for part in path:
+            if not isinstance(node.get(part), dict):
+                raise ValueError(f"method {name!r}: override {key!r}: {part!r} is not a section of the config")
+            node = node[part]
+        node[last] = yaml.safe_load(value)
+    config = load_config(data)
     for stage in config.stages:
         stage.weights.update({k: v for k, v in weights.items() if k in stage.weights})
     return lambda: fitter_method(config, None if init is None else init())

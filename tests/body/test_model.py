@@ -243,3 +243,32 @@ def test_gradcheck_fast_path(model_source, layout):
         return body(pose, betas, transl, layout=layout, vertices=False).keypoints
 
     assert torch.autograd.gradcheck(f, (pose, betas, transl), eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True)
+
+
+def test_unknown_device_is_a_clear_error():
+    from fitlib.body.model import resolve_device, shared_body_model
+
+    for bad in ("tpu", "cuda:x", 3.5):
+        with pytest.raises(ValueError, match="unknown torch device"):
+            load_body_model("open", device=bad)
+    with pytest.raises(ValueError, match="unknown torch device 'tpu'"):
+        shared_body_model("open", device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+    assert resolve_device(None) == torch.device("cpu")
+
+
+def test_model_identity(smpl_sized_file):
+    import hashlib
+
+    from fitlib.body.model import model_identity
+    from fitlib.body.open_model import BuildConfig
+
+    ident = model_identity("open")
+    assert ident["model"] == "open" and ident["build_key"] == BuildConfig().key() and len(ident["sha256"]) == 64
+    ident = model_identity(smpl_sized_file)
+    assert ident == {"model": "SMPL_MALE", "file": "SMPL_MALE.npz",
+                     "sha256": hashlib.sha256(smpl_sized_file.read_bytes()).hexdigest()}
+    with pytest.raises(FileNotFoundError):
+        model_identity(smpl_sized_file.parent / "missing.pkl")

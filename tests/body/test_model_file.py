@@ -1,5 +1,6 @@
 """Reading SMPL-layout model files: chumpy pickles without chumpy, npz, and clear errors for bad files."""
 import importlib.util
+import os
 import pickle
 import sys
 import types
@@ -243,3 +244,104 @@ def test_faces_out_of_range(open_arrays):
     data["f"][7, 1] = len(data["v_template"])
     with pytest.raises(ValueError, match="faces index vertices outside"):
         check_model_dict(data, source="my.pkl")
+
+
+# ------------------------------------------------------------------------------------------ hardening
+class _Payload:
+    """Unpickling this creates ``marker``: the code an attacker's model file would run."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_code_in_a_model_file_does_not_run(tmp_path, make_model):
+    """A .pkl whose object runs a command when unpickled, through every entry point that reads model files:
+    the file is refused naming the class and the file, and the command does not run."""
+    from fitlib.datasets.threedpw import load_sequence_file
+
+    marker = tmp_path / "pwned"
+    folder = tmp_path / "smpl"
+    folder.mkdir()
+    path = folder / "SMPL_NEUTRAL.pkl"
+    path.write_bytes(pickle.dumps({**make_model(), "J": _Payload(marker)}, protocol=2))
+    for load in (read_model_file, load_body_model, lambda p: load_body_model(p.parent), load_sequence_file):
+        with pytest.raises(ValueError, match=rf"{path}.*refused to unpickle \w+\.system"):
+            load(path)
+        assert not marker.exists()
+    pickle.loads(path.read_bytes())  # the check has teeth: a plain unpickler runs it
+    assert marker.exists()
+
+
+def test_npz_model_files_never_unpickle(tmp_path, make_model):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "m.npz"
+    np.savez(path, **make_model(), keypoint_regressor=np.array([_Payload(marker)], dtype=object))
+    with pytest.raises(ValueError, match="'keypoint_regressor'.*Python objects"):
+        read_model_file(path)
+    assert not marker.exists()
+
+
+def test_npz_with_a_nested_keypoint_regressor(tmp_path, make_model):
+    """fitlib's own nested entry, stored in an .npz as ``keypoint_regressor/<field>`` arrays (no objects)."""
+    data = make_model()
+    reg = {"names": np.array(["nose", "left_eye"]), "vertex_ids": np.array([[0, 1], [2, 3]]),
+           "weights": np.array([[0.5, 0.5], [0.25, 0.75]])}
+    path = tmp_path / "m.npz"
+    np.savez(path, **data, **{f"keypoint_regressor/{k}": v for k, v in reg.items()})
+    back = read_model_file(path)
+    assert set(back["keypoint_regressor"]) == set(reg)
+    for key, value in reg.items():
+        np.testing.assert_array_equal(back["keypoint_regressor"][key], value)
+    reg["vertex_ids"] = np.array([[0, 1], [2, len(data["v_template"])]])
+    np.savez(path, **data, **{f"keypoint_regressor/{k}": v for k, v in reg.items()})
+    with pytest.raises(ValueError, match="keypoint_regressor indexes vertices outside"):
+        read_model_file(path)
+
+
+def test_cached_open_model_loads_through_the_allow_list(open_arrays):
+    """The open model's cache is a plain pickle written by fitlib, holding nested dicts: it loads whole."""
+    data = read_model_file(ensure_open_model(progress=False))
+    assert set(data["keypoint_regressor"]) == {"names", "vertex_ids", "weights"}
+    assert len(data["keypoint_regressor"]["names"]) == 23 and data["fitlib_meta"]["build_version"] >= 1
+    assert data["fitlib_meta"]["shape_std"].shape == (10,)
+
+
+@pytest.mark.parametrize("key,damage,message", [
+    ("kintree_table", lambda a: a[:, ::-1].copy(), "kintree_table is not SMPL's kinematic tree"),
+    ("weights", lambda a: a * 1.5, "weights are not skinning weights"),
+    ("weights", lambda a: a - 0.01, "weights are not skinning weights"),
+    ("J_regressor", lambda a: a * 2, "J_regressor rows do not sum to 1"),
+    ("v_template", lambda a: a * 1e6, "v_template has values beyond"),
+    ("shapedirs", lambda a: a + 1e30, "shapedirs has values beyond"),
+    ("f", lambda a: a.astype(np.float64), "faces index vertices"),
+    ("posedirs", lambda a: a.astype(str), "posedirs is not a numeric array"),
+])
+def test_content_that_cannot_be_a_body(make_model, key, damage, message):
+    data = make_model()
+    data[key] = damage(data[key])
+    with pytest.raises(ValueError, match=message):
+        check_model_dict(data, source="m.pkl")
+
+
+def test_sparse_regressor_claiming_a_huge_shape(tmp_path, make_model):
+    """A damaged shape of a sparse regressor (24 x 10^9: 192 GB dense) is refused before expanding it."""
+    data = make_model()
+    sparse = scipy.sparse.csc_matrix(data["J_regressor"])
+    raw = pickle.dumps(dict(data, J_regressor=sparse), protocol=2)
+    shape = b"K\x18K(\x86"  # the tuple (24, 40): BININT1 24, BININT1 40, TUPLE2
+    assert raw.count(shape) == 1
+    path = tmp_path / "m.pkl"
+    path.write_bytes(raw.replace(shape, b"K\x18J" + (10**9).to_bytes(4, "little") + b"\x86"))  # (24, 10^9)
+    with pytest.raises(ValueError, match="claims shape"):
+        read_model_file(path)
+
+
+def test_too_few_vertices_for_smplx(tmp_path, make_model):
+    path = tmp_path / "m.npz"
+    np.savez(path, **make_model())
+    assert read_model_file(path)["v_template"].shape == (40, 3)  # a well-formed file...
+    with pytest.raises(ValueError, match="needs at least 6890"):
+        load_body_model(path)  # ...that smplx could not pose (it reads SMPL's face and foot vertices)

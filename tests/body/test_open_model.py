@@ -197,4 +197,149 @@ def test_cache_writes_are_atomic_under_concurrency(model_path, tmp_path):
         list(pool.map(lambda _: save_model_file(data, target), range(4)))
     back = read_model_file(target)
     assert np.array_equal(back["v_template"], data["v_template"])
-    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name, target.name + ".sha256"]
+
+
+# ------------------------------------------------------------------------------ the checksummed cache
+@pytest.fixture
+def fake_build(tmp_path, monkeypatch, make_model):
+    """A temporary FITLIB_CACHE_DIR and a build that returns a synthetic 6890-vertex model at once (no anny);
+    ``fake_build.calls`` counts builds."""
+    from fitlib.body import open_model
+
+    monkeypatch.setenv("FITLIB_CACHE_DIR", str(tmp_path / "cache"))
+    calls = []
+
+    def build(config=None, progress=True):
+        calls.append(config)
+        return make_model(6890, seed=len(calls), posedirs_dtype=np.float32), open_model.BuildReport()
+
+    monkeypatch.setattr(open_model, "build_open_model", build)
+    build.calls = calls
+    return build
+
+
+def test_cache_records_a_checksum(fake_build):
+    import hashlib
+    import json
+
+    from fitlib.body.open_model import checksum_path
+
+    path = ensure_open_model(progress=False)
+    record = json.loads(checksum_path(path).read_text())
+    assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert record["size"] == path.stat().st_size and record["build_key"] == BuildConfig().key()
+    assert ensure_open_model(progress=False) == path and len(fake_build.calls) == 1  # verified, not rebuilt
+
+
+def _flip_middle(path):
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01  # one bit inside the pose blend shapes: it would load and change fits
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("damage,reason", [
+    (_flip_middle, "does not match its recorded SHA-256"),
+    (lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 3]), "bytes, but"),
+    (lambda p: p.write_bytes(p.read_bytes() + b"\x00" * 4096), "bytes, but"),
+    (lambda p: p.with_name(p.name + ".sha256").write_text("{not json"), "unreadable checksum record"),
+], ids=["bit-flip", "truncated", "appended", "bad-record"])
+def test_damaged_cache_is_rebuilt_saying_why(fake_build, monkeypatch, caplog, damage, reason):
+    """Damage found by the checksum is rebuilt without the damaged bytes being unpickled, and the log says why."""
+    from fitlib.body import model_file
+
+    path = ensure_open_model(progress=False)
+    damage(path)
+    reads = []
+    monkeypatch.setattr(model_file, "read_model_file", lambda p: reads.append(p))
+    with caplog.at_level("WARNING", logger="fitlib.body.open_model"):
+        assert ensure_open_model(progress=False) == path
+    assert len(fake_build.calls) == 2 and reads == []
+    assert reason in caplog.text and "building it again" in caplog.text
+    monkeypatch.undo()
+
+
+def test_damaged_cache_is_rebuilt_by_load_body_model(fake_build, caplog):
+    from fitlib.body.model_file import read_model_file
+
+    path = ensure_open_model(progress=False)
+    _flip_middle(path)
+    with caplog.at_level("WARNING", logger="fitlib.body.open_model"):
+        body = load_body_model("open", dtype=torch.float64)
+    assert body.num_vertices == 6890 and len(fake_build.calls) == 2 and "SHA-256" in caplog.text
+    np.testing.assert_array_equal(body.faces, read_model_file(path)["f"])
+
+
+def test_any_load_error_rebuilds_the_open_model(fake_build, monkeypatch, caplog):
+    """Not only ValueError: an OverflowError (what one damaged byte gave before) also rebuilds."""
+    from fitlib.body import model as model_module
+
+    ensure_open_model(progress=False)
+    real, failures = model_module.read_model_file, []
+
+    def flaky(path):
+        if not failures:
+            failures.append(path)
+            raise OverflowError("Python int too large to convert to C long")
+        return real(path)
+
+    monkeypatch.setattr(model_module, "read_model_file", flaky)
+    with caplog.at_level("WARNING", logger="fitlib.body.open_model"):
+        body = load_body_model("open", dtype=torch.float64)
+    assert body.num_vertices == 6890 and len(fake_build.calls) == 2
+    assert "OverflowError" in caplog.text and "building it again" in caplog.text
+
+
+def test_cache_from_before_checksums_is_adopted(fake_build, caplog):
+    from fitlib.body.open_model import checksum_path
+
+    path = ensure_open_model(progress=False)
+    checksum_path(path).unlink()  # as an older fitlib left it
+    with caplog.at_level("WARNING", logger="fitlib.body.open_model"):
+        assert ensure_open_model(progress=False) == path
+    assert len(fake_build.calls) == 1 and checksum_path(path).is_file() and "checksum is now recorded" in caplog.text
+    checksum_path(path).unlink()
+    path.write_bytes(path.read_bytes()[:1000])  # an old cache that does not load: rebuilt
+    ensure_open_model(progress=False)
+    assert len(fake_build.calls) == 2
+
+
+def _read_only_folder(tmp_path):
+    import os
+    import tempfile
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        tempfile.mkstemp(dir=folder)
+    except OSError:
+        return folder
+    folder.chmod(0o755)  # root ignores permissions: use a folder the kernel refuses
+    for candidate in ("/sys/kernel", "/sys"):
+        try:
+            os.close(tempfile.mkstemp(dir=candidate)[0])
+        except OSError:
+            return candidate
+    pytest.skip("no read-only folder available")
+
+
+def test_read_only_cache_folder_fails_before_building(fake_build, tmp_path, monkeypatch):
+    monkeypatch.setenv("FITLIB_CACHE_DIR", str(_read_only_folder(tmp_path)))
+    with pytest.raises(ValueError, match="is not writable.*set FITLIB_CACHE_DIR to a writable folder"):
+        ensure_open_model(progress=False)
+    with pytest.raises(ValueError, match="FITLIB_CACHE_DIR"):
+        load_body_model("open")
+    assert fake_build.calls == []  # said before the 3-minute build, not after it
+
+
+def test_nearly_full_cache_disk_fails_before_building(fake_build, monkeypatch):
+    import collections
+
+    from fitlib.body import open_model
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(open_model.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 10 * 2**20, 10 * 2**20))
+    with pytest.raises(ValueError, match="has only 10 MiB free"):
+        ensure_open_model(progress=False)
+    assert fake_build.calls == []

@@ -42,19 +42,24 @@ def test_benchmark_pipeline(tiny_3dpw, tmp_path):
 
 
 def test_refining_a_stand_in_regressor(tiny_3dpw):
-    """INIT+CONFIG methods start the fit from another method's estimate; weights.X overrides a loss weight."""
+    """INIT+CONFIG methods start the fit from another method's estimate; overrides reach nested settings
+    (refine.weights.X), a loss weight in every stage (weights.X), or turn the refine path off (refine=null)."""
     root, _ = tiny_3dpw
-    methods = ["noisy_gt", "noisy_gt+default", "noisy_gt+default@weights.init_pull=0"]
+    methods = ["noisy_gt", "noisy_gt+default", "noisy_gt+default@refine.weights.init_pull=0",
+               "noisy_gt+default@refine=null"]
     res = run_benchmark(root, methods=methods, verbose=False)
     s = res["summary"]
     # the refined fits follow the keypoints far better than the perturbed start
     assert s["noisy_gt+default"]["reproj_px"] < 0.5 * s["noisy_gt"]["reproj_px"]
-    # the pull towards the start changes the result (it is active when a start is given)
-    assert s["noisy_gt+default"]["pa_mpjpe14"] != s["noisy_gt+default@weights.init_pull=0"]["pa_mpjpe14"]
-    method = method_factory("noisy_gt+default@weights.init_pull=0@pose_starts=3")()
-    assert method.config.pose_starts == 3
+    # the pull towards the start changes the result (it is active when a start is given), so do the stages
+    assert s["noisy_gt+default"]["pa_mpjpe14"] != s["noisy_gt+default@refine.weights.init_pull=0"]["pa_mpjpe14"]
+    assert s["noisy_gt+default"]["pa_mpjpe14"] != s["noisy_gt+default@refine=null"]["pa_mpjpe14"]
+    method = method_factory("noisy_gt+default@weights.init_pull=0@pose_starts=3@refine.max_iterations=4")()
+    assert method.config.pose_starts == 3 and method.config.refine.max_iterations == 4
     assert [st.weights.get("init_pull") for st in method.config.stages] == [None, 0.0, 0.0]
     assert "| noisy_gt | " in res["table"] and res["table"].count(" - |") == 1  # no speed for the stand-in
+    with pytest.raises(ValueError, match="'nope' is not a section"):
+        method_factory("default@nope.x=1")
 
 
 def test_bad_inputs(tmp_path, tiny_3dpw):
