@@ -16,7 +16,8 @@ setup(
     package_dir={"fitlib": "fitlib", "fitlib.priors_data": "priors", "fitlib.configs": "configs"},
     package_data={
         "fitlib.detection": ["models/*"],
-        "fitlib.configs": ["*.yaml"],
+        "fitlib.configs": ["*.yaml", "train/*.yaml"],
+        "fitlib.regression": ["weights/*.pt", "weights/*.md"],
         "fitlib.priors_data": ["*.npz", "*.md"],
     },
     install_requires=[

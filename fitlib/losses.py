@@ -12,6 +12,7 @@ radians for poses.
 * :func:`reprojection_loss`: confidence-weighted 2D reprojection, Geman-McClure robust or squared.
 * :func:`keypoint_3d_loss`: root-aligned squared 3D keypoint error.
 * :func:`smpl_param_loss`: rotation-matrix and betas squared errors against (pseudo-)ground truth.
+* :func:`camera_front_loss`: keeps the person in front of the camera (the regressor's crop camera).
 * :class:`PriorTerms`: the pose prior (mixture, joint limits or none), the elbow/knee angle prior
   and the shape prior, as per-sample terms.
 """
@@ -132,6 +133,19 @@ def smpl_param_loss(pred_pose: torch.Tensor, target_pose: torch.Tensor, pred_bet
     pose = (pred_pose - target_pose).pow(2).sum((-1, -2, -3))
     betas = (pred_betas - target_betas).pow(2).sum(-1)
     return pose * mask, betas * mask
+
+
+def camera_front_loss(scale: torch.Tensor, min_scale: float = 0.05) -> torch.Tensor:
+    """Keeps a person in front of the camera: ``relu(min_scale - scale)²`` per sample.
+
+    Args:
+        scale: [...] a quantity that is positive exactly when the person is in front of the camera and
+            shrinks with distance, e.g. a crop camera's scale ``s`` (depth ``2 f / (box s)``) or an inverse depth.
+        min_scale: values below this are penalised (for ``s``: a person farther than ``2 f / (box min_scale)``).
+    Returns:
+        [...] the penalty (0 where ``scale >= min_scale``).
+    """
+    return torch.relu(min_scale - scale).pow(2)
 
 
 class PriorTerms:

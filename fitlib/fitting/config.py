@@ -105,6 +105,9 @@ class FitConfig(_Settings):
     convergence: Convergence = Field(default_factory=Convergence)
     full_mesh: StrictBool = False  # run the full mesh forward every iteration (reference mode only)
     refine: Refine | None = None  # with an initial body pose: the refine path (None: the stages, from the estimate)
+    start: Literal["regressor", "multistart"] = "multistart"  # people without init=: the keypoint regressor's
+    # estimate, refined (by the refine path, or the stages without one), or the stages from several starts
+    regressor: str | None = None  # a regressor checkpoint for start: regressor (default: the shipped weights)
 
     @field_validator("keypoint_weights")
     @classmethod

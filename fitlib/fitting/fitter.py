@@ -198,6 +198,13 @@ class Fitter:
         cfg = self.config
         self.priors = losses.PriorTerms(cfg.pose_prior, cfg.pose_prior_file, need_mixture=cfg.pose_starts > 0,
                                         device=dev, dtype=dtype)
+        self.regressor = None
+        if cfg.start == "regressor":  # the learned init, posed with this Fitter's body model
+            from fitlib.regression.checkpoint import load_regressor
+            from fitlib.regression.predict import KeypointRegressor
+
+            net, header = load_regressor(cfg.regressor, dev)
+            self.regressor = KeypointRegressor(net, self.model, header)
 
     @property
     def device(self) -> torch.device:
@@ -219,10 +226,11 @@ class Fitter:
             layout: the keypoints' layout.
             init: optional starting values for all P people (:class:`~fitlib.params.SMPLParams` or what
                 :func:`~fitlib.params.as_params` takes), or a list of P per-person values (each one
-                person's record, or None: that person is fitted from the fitter's own starts); missing
-                fields use the defaults (relaxed pose facing the camera, mean shape, depth from torso
-                length). With a body pose, the fitter refines it (the config's ``refine`` path)
-                instead of trying its own starting poses.
+                person's record, or None: that person starts as without init); missing fields use the
+                defaults (relaxed pose facing the camera, mean shape, depth from torso length). With a
+                body pose, the fitter refines it (the config's ``refine`` path) instead of trying its
+                own starting poses. Without one, people start from the keypoint regressor's estimate
+                (``start: regressor``, the default config) or from the multistart stages.
             image_size: (height, width) in pixels, or [P, 2] per person (people from several
                 images fit in one batch); keypoints far outside their image are ignored.
         Returns:
@@ -231,9 +239,19 @@ class Fitter:
         layout = get_layout(layout)
         keypoints, K, image_size = self._check_inputs(keypoints, K, layout, image_size)
         P = keypoints.shape[0]
+        if self.regressor is not None and (init is None or isinstance(init, (list, tuple))):
+            init = self._regressed(keypoints, K, layout, None if init is None else list(init))
         if isinstance(init, (list, tuple)):
             return self._fit_mixed(keypoints, K, layout, list(init), image_size)
-        init = as_params({} if init is None else init, P, self.dtype, self.device)
+        return self._fit_one(keypoints, K, layout, as_params({} if init is None else init, P, self.dtype, self.device),
+                             image_size)
+
+    def _fit_multistart(self, keypoints, K, layout: KeypointLayout, image_size) -> FitOutput:
+        return self._fit_one(keypoints, K, layout, SMPLParams(), image_size)
+
+    def _fit_one(self, keypoints, K, layout: KeypointLayout, init: SMPLParams, image_size) -> FitOutput:
+        """One batch whose people all give the same fields of ``init`` (checked inputs)."""
+        P = keypoints.shape[0]
         xy, usable, targets, start = self._prepare(keypoints, K, layout, image_size, init)
         torso_idx = point_indices(layout, TORSO)
         fitted = (usable[:, torso_idx].sum(1) >= self.config.min_torso_keypoints) & \
@@ -257,6 +275,29 @@ class Fitter:
         fitted &= params.betas.abs().amax(-1) <= MAX_ABS_BETA  # no human body
         return self._output(params, loss, converged, fitted, iterations, keypoints, xy, usable, K, layout)
 
+    def _regressed(self, keypoints, K, layout: KeypointLayout, inits: list | None) -> list | None:
+        """Per-person inits with the regressor's estimates where the caller gave none (``start: regressor``);
+        people the regressor cannot read (too few points, a layout without its points) keep None and are
+        fitted from the multistart path."""
+        from fitlib.regression.predict import check_layout
+
+        P = keypoints.shape[0]
+        inits = [None] * P if inits is None else inits
+        todo = [i for i, v in enumerate(inits) if v is None]
+        if not todo:
+            return inits
+        try:
+            check_layout(layout.name, self.regressor.layout)
+        except ValueError:
+            return inits
+        rows = torch.tensor(todo, device=self.device)
+        pred = self.regressor.predict(keypoints[rows], K[rows], layout.name)
+        est = pred.params.to(self.device, self.dtype)
+        for j, i in enumerate(todo):
+            if bool(pred.fitted[j]) and bool(est.transl[j, 2] > 0):
+                inits[i] = est.index(slice(j, j + 1))
+        return inits
+
     def _fit_mixed(self, keypoints, K, layout: KeypointLayout, inits: list, image_size) -> FitOutput:
         """A per-person list of inits: the people whose inits give the same fields are fitted together
         (people are independent problems, so the grouping changes no result), the outputs merged."""
@@ -268,9 +309,12 @@ class Fitter:
         parts = []
         for kind in dict.fromkeys(kinds):
             rows = torch.tensor([i for i, k in enumerate(kinds) if k == kind], device=self.device)
-            init = None if not kind else SMPLParams.cat([records[i] for i in rows.tolist()])
             size = None if image_size is None else image_size[rows]
-            parts.append((rows, self.fit(keypoints[rows], K[rows], layout, init, size)))
+            if kind:
+                out = self.fit(keypoints[rows], K[rows], layout, SMPLParams.cat([records[i] for i in rows.tolist()]), size)
+            else:  # the fitter's own starts for these (the multistart path, also with start: regressor)
+                out = self._fit_multistart(keypoints[rows], K[rows], layout, size)
+            parts.append((rows, out))
         return _merge_outputs(parts, P)
 
     # ----------------------------------------------------------------------------------- steps

@@ -1,4 +1,6 @@
-"""The batched fitter on keypoints projected from known bodies (open model, plausible poses, known camera)."""
+"""The batched fitter on keypoints projected from known bodies (open model, plausible poses, known camera): the
+multistart path (configs/multistart.yaml) and the checks every path shares; the refine path and the regressor's
+start are tests/fitting/test_refine.py."""
 import math
 
 import numpy as np
@@ -39,7 +41,7 @@ def _people(model, n, seed):
 @pytest.fixture(scope="module")
 def scene(open_model):
     kp, K, joints = _people(open_model, 64, seed=3)
-    res = Fitter(open_model).fit(kp, K, LAYOUT, image_size=(1080, 1920))
+    res = Fitter(open_model, "multistart").fit(kp, K, LAYOUT, image_size=(1080, 1920))
     return kp, K, joints, res
 
 
@@ -70,11 +72,11 @@ def test_init_pull_only_with_an_init(open_model, scene):
     from fitlib.fitting.config import load_config
 
     kp, K, joints, _ = scene
-    no_pull = load_config()
+    no_pull = load_config("multistart")
     for stage in no_pull.stages:
         stage.weights.pop("init_pull", None)
     assert load_config().stages[-1].weights["init_pull"] > 0
-    a = Fitter(open_model).fit(kp[:4], K, LAYOUT, image_size=(1080, 1920))
+    a = Fitter(open_model, "multistart").fit(kp[:4], K, LAYOUT, image_size=(1080, 1920))
     b = Fitter(open_model, no_pull).fit(kp[:4], K, LAYOUT, image_size=(1080, 1920))
     assert torch.equal(a.params.pose, b.params.pose) and torch.equal(a.params.betas, b.params.betas)
     truth = {k: v[:4] for k, v in _truth(open_model, 64, 3).items()}
@@ -108,7 +110,7 @@ def test_far_people_fit_as_well_as_near_ones(open_model, scene):
 
 def test_alone_equals_in_batch(open_model, scene):
     kp, K, _, res = scene
-    alone = Fitter(open_model).fit(kp[5:6], K, LAYOUT, image_size=(1080, 1920))
+    alone = Fitter(open_model, "multistart").fit(kp[5:6], K, LAYOUT, image_size=(1080, 1920))
     assert torch.allclose(alone.params.pose[0], res.params.pose[5], atol=1e-3)
     assert torch.allclose(alone.params.transl[0], res.params.transl[5], atol=1e-3)
     assert abs(float(alone.reprojection_error[0] - res.reprojection_error[5])) < 1e-2
@@ -117,7 +119,7 @@ def test_alone_equals_in_batch(open_model, scene):
 def test_garbage_person_does_not_spoil_the_batch(open_model, scene):
     kp, K, _, res = scene
     bad = torch.cat([kp[:3], torch.full_like(kp[:1], float("nan")), kp[:3, :, :].clone()[:1] * torch.tensor([1, 1, 0])])
-    out = Fitter(open_model).fit(bad, K, LAYOUT, image_size=(1080, 1920))
+    out = Fitter(open_model, "multistart").fit(bad, K, LAYOUT, image_size=(1080, 1920))
     assert out.fitted.tolist() == [True, True, True, False, False]
     assert torch.isnan(out.reprojection_error[3:]).all()
     assert torch.allclose(out.params.pose[:3], res.params.pose[:3], atol=1e-3)
@@ -132,7 +134,7 @@ def test_thread_count_is_restored(open_model, scene):
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        out = Fitter(open_model).fit(kp[5:6], K, LAYOUT, image_size=(1080, 1920))
+        out = Fitter(open_model, "multistart").fit(kp[5:6], K, LAYOUT, image_size=(1080, 1920))
         assert torch.get_num_threads() == 2
         assert torch.allclose(out.params.pose[0], res.params.pose[5], atol=1e-3)  # same fit whatever the thread count
         seen = []
@@ -144,7 +146,7 @@ def test_thread_count_is_restored(open_model, scene):
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(optimizers, "run_adam", failing)
             with pytest.raises(RuntimeError, match="stage failed"):
-                Fitter(open_model).fit(kp[:1], K, LAYOUT)
+                Fitter(open_model, "multistart").fit(kp[:1], K, LAYOUT)
         assert seen == [1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
@@ -153,23 +155,23 @@ def test_thread_count_is_restored(open_model, scene):
 def test_bad_inputs(open_model):
     K = default_intrinsics(100, 100)
     with pytest.raises(ValueError, match="shape"):
-        Fitter(open_model).fit(torch.zeros(2, 5, 3), K, "coco17")
+        Fitter(open_model, "multistart").fit(torch.zeros(2, 5, 3), K, "coco17")
     with pytest.raises(ValueError, match="K must"):
-        Fitter(open_model).fit(torch.zeros(1, 17, 3), torch.zeros(3, 3), "coco17")
+        Fitter(open_model, "multistart").fit(torch.zeros(1, 17, 3), torch.zeros(3, 3), "coco17")
     with pytest.raises(ValueError, match="unknown keypoint layout"):
-        Fitter(open_model).fit(torch.zeros(1, 17, 3), K, "nope")
+        Fitter(open_model, "multistart").fit(torch.zeros(1, 17, 3), K, "nope")
     with pytest.raises(ValueError, match="init pose"):
-        Fitter(open_model).fit(torch.ones(1, 17, 3), K, "coco17", init={"pose": torch.full((1, 72), math.nan)})
+        Fitter(open_model, "multistart").fit(torch.ones(1, 17, 3), K, "coco17", init={"pose": torch.full((1, 72), math.nan)})
     kp = torch.ones(2, 17, 3)
     for size in ((0, 0), (480, float("nan")), [[480, 640]] * 3, (480, 640, 3)):
         with pytest.raises(ValueError, match="image_size"):
-            Fitter(open_model).fit(kp, K, "coco17", image_size=size)
+            Fitter(open_model, "multistart").fit(kp, K, "coco17", image_size=size)
     for init, match in (({"orientation": torch.zeros(2, 3)}, "unknown entries"),
                         ({"betas": torch.zeros(2, 16)}, "init betas must hold 10"),
                         ({"pose": torch.zeros(1, 72)}, "init pose must hold 72"),
                         ({"transl": torch.tensor([[0.0, 0.0, 5.0], [0.0, 0.0, -5.0]])}, "behind the camera")):
         with pytest.raises(ValueError, match=match):
-            Fitter(open_model).fit(kp, K, "coco17", init=init)
+            Fitter(open_model, "multistart").fit(kp, K, "coco17", init=init)
 
 
 def test_lbfgs_each_person_alone(open_model, scene):
@@ -177,7 +179,7 @@ def test_lbfgs_each_person_alone(open_model, scene):
     from fitlib.fitting.config import load_config
 
     kp, K, _, _ = scene
-    cfg = load_config().replace(optimizer="lbfgs")
+    cfg = load_config("multistart").replace(optimizer="lbfgs")
     alone = Fitter(open_model, cfg).fit(kp[:1], K, LAYOUT)
     junk = kp[1:2].clone()
     junk[..., :2] = junk[..., :2].mean(1, keepdim=True) + torch.randn(1, junk.shape[1], 2) * 3  # a tiny blob
@@ -195,11 +197,11 @@ def test_prior_file_setting(open_model, scene, tmp_path):
     kp, K, _, res = scene
     copy = tmp_path / "my_prior.npz"
     shutil.copy(resources.files("fitlib.priors_data") / "pose_prior.npz", copy)
-    out = Fitter(open_model, load_config().replace(pose_prior_file=str(copy))).fit(kp[:2], K, LAYOUT)
-    ref = Fitter(open_model).fit(kp[:2], K, LAYOUT)
+    out = Fitter(open_model, load_config("multistart").replace(pose_prior_file=str(copy))).fit(kp[:2], K, LAYOUT)
+    ref = Fitter(open_model, "multistart").fit(kp[:2], K, LAYOUT)
     assert torch.allclose(out.params.pose, ref.params.pose)
     with pytest.raises(FileNotFoundError):
-        Fitter(open_model, load_config().replace(pose_prior_file=str(tmp_path / "no.npz"))).fit(kp[:2], K, LAYOUT)
+        Fitter(open_model, load_config("multistart").replace(pose_prior_file=str(tmp_path / "no.npz"))).fit(kp[:2], K, LAYOUT)
 
 
 def test_no_silent_wrong_fits(open_model, scene):

@@ -173,3 +173,24 @@ def test_converged_means_the_criterion(open_model):
     assert not out.converged.any()  # stopped by the limit, not converged
     assert (out.iterations <= 2 * cfg.refine.screen_iterations + 1).all()  # two screened starts, then one
     assert Fitter(open_model).fit(kp, K, LAYOUT, init=start).converged.all()
+
+
+def test_default_starts_from_the_regressor(open_model):
+    """Without init=, the default config starts people from the shipped regressor's estimate and refines it
+    (a few LM iterations, not the multistart stages' hundreds); a layout the regressor cannot read, and
+    people it cannot read, go through the multistart path."""
+    kp, K, truth, joints = _people(open_model, 8, seed=21, noise_px=2.0)
+    fitter = Fitter(open_model)
+    assert fitter.regressor is not None and Fitter(open_model, "multistart").regressor is None
+    out = fitter.fit(kp, K, LAYOUT, image_size=(1080, 1920))
+    pa = 1000 * pa_mpjpe(lsp14(open_model(out.params.pose, out.params.betas, out.params.transl).joints.double()),
+                         lsp14(joints.double()))
+    assert out.fitted.all() and (out.iterations < 40).all() and float(out.reprojection_error.median()) < 6.0
+    assert float(pa.median()) < 90.0
+    few = kp.clone()
+    few[0, [0, 1, 2, 3, 4, 7, 8, 9, 10, 13, 14, 15, 16], 2] = 0.0  # the torso alone: too few for the regressor
+    mixed = fitter.fit(few, K, LAYOUT, image_size=(1080, 1920))
+    assert mixed.iterations[0] > 100 and (mixed.iterations[1:] < 40).all()  # person 0: the multistart path
+    smpl = open_model(truth.pose, truth.betas, truth.transl, layout="smpl24").keypoints
+    smpl_kp = torch.cat([project(smpl, K), torch.ones(8, 24, 1)], -1)[:2]
+    assert (fitter.fit(smpl_kp, K, "smpl24").iterations > 100).all()  # smpl24 has no COCO names: multistart

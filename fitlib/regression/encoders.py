@@ -1,0 +1,80 @@
+"""Encoders: modules turning what the regressor sees into the feature ``x`` its head reads.
+
+An encoder is a ``torch.nn.Module`` with an ``out_dim`` attribute and ``forward(inputs) -> x [B, out_dim]``,
+``inputs`` being a :class:`EncoderInput` (the keypoints in the network's layout and their person box;
+an image encoder would read ``inputs.images``, crops cut with the same boxes). The head, the losses and
+the trainer never look inside: a new encoder is registered in :data:`ENCODERS` and named in the config.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from fitlib.regression.camera import to_box
+
+
+@dataclass
+class EncoderInput:
+    """What an encoder may read, for B people.
+
+    Attributes:
+        keypoints: [B, J, 3] (x px, y px, confidence) in the network's layout; missing points have
+            ``visible`` False (their coordinates are undefined, e.g. NaN).
+        visible: [B, J] bool.
+        centre, size: the square person boxes, [B, 2] and [B] px.
+        images: [B, 3, S, S] person crops for an image encoder, or None.
+    """
+
+    keypoints: torch.Tensor
+    visible: torch.Tensor
+    centre: torch.Tensor
+    size: torch.Tensor
+    images: torch.Tensor | None = None
+
+
+class ResidualBlock(nn.Module):
+    """``x + fc2(relu(fc1(relu(x))))``."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(dim, dim), nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(torch.relu(self.fc1(torch.relu(x))))
+
+
+class KeypointEncoder(nn.Module):
+    """2D keypoints -> feature: per point (x, y) normalised to the person box (0 where missing), its
+    confidence and a visibility flag (a missing point is flagged, not a zero coordinate), through a linear
+    layer and ``blocks`` residual MLP blocks.
+
+    Args:
+        num_points: J, points of the network's layout.
+        hidden: feature width (``out_dim``).
+        blocks: residual blocks.
+    """
+
+    def __init__(self, num_points: int, hidden: int = 512, blocks: int = 2) -> None:
+        super().__init__()
+        self.num_points = num_points
+        self.out_dim = hidden
+        self.inp = nn.Linear(4 * num_points, hidden)
+        self.blocks = nn.Sequential(*[ResidualBlock(hidden) for _ in range(blocks)])
+
+    def features(self, inputs: EncoderInput) -> torch.Tensor:
+        """[B, 4 J] the network's view of the keypoints."""
+        vis = inputs.visible
+        xy = to_box(torch.nan_to_num(inputs.keypoints[..., :2]), inputs.centre, inputs.size)
+        xy = torch.where(vis[..., None], xy.clamp(-3, 3), torch.zeros_like(xy))
+        conf = torch.where(vis, torch.nan_to_num(inputs.keypoints[..., 2]).clamp(0, 1), torch.zeros_like(xy[..., 0]))
+        return torch.cat([xy, conf[..., None], vis[..., None].to(xy.dtype)], -1).flatten(-2)
+
+    def forward(self, inputs: EncoderInput) -> torch.Tensor:
+        return torch.relu(self.blocks(self.inp(self.features(inputs))))
+
+
+ENCODERS: dict[str, Callable[..., nn.Module]] = {"keypoints": KeypointEncoder}
+"""Encoder constructors by config name: ``ctor(num_points=J, **encoder settings)``."""

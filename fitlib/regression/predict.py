@@ -1,0 +1,132 @@
+"""Running a trained regressor on keypoints: layout conversion, checks, hypothesis selection.
+
+:class:`KeypointRegressor` wraps a loaded :class:`~fitlib.regression.model.Regressor` with a body model.
+``predict(keypoints, K, layout)`` converts the keypoints to the network's layout (points with the same
+name; a layout that cannot provide the network's torso and limb points is an error naming it), flags
+people with too few usable points (they are not regressed), runs the network and returns every
+hypothesis plus the one whose projection is closest to the keypoints (:class:`Prediction`).
+:func:`shared_regressor` keeps one per (checkpoint, body model, device) for the process.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fitlib.body.layouts import conversion_matrix, convert_keypoints, get_layout
+from fitlib.body.model import BodyModel, model_key, shared_body_model
+from fitlib.camera import project
+from fitlib.params import SMPLParams
+from fitlib.regression.checkpoint import load_regressor, shipped_path
+from fitlib.regression.model import Regressor
+
+MIN_POINTS = 6
+"""A person needs this many usable points, two of them on the torso (shoulders, hips), to be regressed."""
+_TORSO = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")
+_REQUIRED = ("left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+             "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle")
+"""Points a source layout must provide (directly or derived) for the network to read it."""
+
+
+@dataclass
+class Prediction:
+    """The regressor's estimates of P people (camera frame).
+
+    Attributes:
+        params: [P] the selected hypothesis of each person.
+        hypotheses: [P, H] every hypothesis (the refine step may keep any of them).
+        best: [P] index of the selected hypothesis (lowest confidence-weighted 2D error).
+        hypothesis_error: [P, H] mean 2D error (px) of each hypothesis against the keypoints.
+        projected: [P, J, 2] the selected hypothesis' keypoints (px) in the caller's layout.
+        joints: [P, 24, 3] its SMPL joints (m).
+        reprojection_error: [P] mean 2D error (px) over the person's usable points (its ``hypothesis_error``).
+        fitted: [P] bool, False for people with too few usable points (their parameters are the mean start).
+    """
+
+    params: SMPLParams
+    hypotheses: SMPLParams
+    best: torch.Tensor
+    hypothesis_error: torch.Tensor
+    projected: torch.Tensor
+    joints: torch.Tensor
+    reprojection_error: torch.Tensor
+    fitted: torch.Tensor
+
+
+def check_layout(layout: str, network_layout: str) -> None:
+    """ValueError naming ``layout`` when it cannot give the network's torso and limb points."""
+    src, dst = get_layout(layout), get_layout(network_layout)
+    M = conversion_matrix(src, dst)
+    missing = [n for n in _REQUIRED if n in dst.names and not M[dst.index(n)].any()]
+    if missing:
+        raise ValueError(f"the regressor reads {dst.name!r} keypoints; layout {src.name!r} has no points "
+                         f"corresponding to {missing[:4]}{'...' if len(missing) > 4 else ''}: convert them first "
+                         f"(fitlib.convert_keypoints) or fit without the regressor")
+
+
+class KeypointRegressor:
+    """A trained regressor and the body model its parameters are posed with."""
+
+    def __init__(self, net: Regressor, body_model: BodyModel, header: dict | None = None) -> None:
+        self.net, self.body_model, self.header = net.eval(), body_model, header or {}
+        self.layout = net.config.layout
+        self.device = next(net.parameters()).device
+
+    @torch.no_grad()
+    def predict(self, keypoints, K, layout: str = "coco17") -> Prediction:
+        """Args:
+            keypoints: [P, J, 3] (x px, y px, confidence) in ``layout`` (array or tensor; NaN / confidence 0: missing).
+            K: [P, 3, 3] or [3, 3] intrinsics.
+        """
+        lay = get_layout(layout)
+        kp = np.asarray(keypoints.detach().cpu().numpy() if isinstance(keypoints, torch.Tensor) else keypoints,
+                        dtype=np.float64)
+        if kp.ndim != 3 or kp.shape[1:] != (len(lay), 3):
+            raise ValueError(f"keypoints for layout {lay.name!r} must have shape [P, {len(lay)}, 3], got {kp.shape}")
+        check_layout(lay.name, self.layout)
+        net_kp = kp if lay.name == self.layout else convert_keypoints(kp, lay, self.layout)
+        P = len(kp)
+        dev, dtype = self.device, torch.float32
+        Kt = torch.as_tensor(np.asarray(K.cpu() if isinstance(K, torch.Tensor) else K, dtype=np.float64), dtype=dtype)
+        Kt = Kt.to(dev).expand(P, 3, 3) if Kt.ndim == 2 else Kt.to(dev)
+        if Kt.shape != (P, 3, 3) or not torch.isfinite(Kt).all():
+            raise ValueError(f"K must be finite [3, 3] or [{P}, 3, 3], got shape {tuple(Kt.shape)}")
+        x = torch.as_tensor(net_kp, dtype=dtype, device=dev)
+        vis = self.net.visible(x)
+        net_lay = get_layout(self.layout)
+        torso = vis[:, [net_lay.index(n) for n in _TORSO]].sum(-1)
+        fitted = (vis.sum(-1) >= MIN_POINTS) & (torso >= 2)
+        out = self.net(x, Kt)
+        hyp = out.params(self.body_model)  # [P, H] (last iteration)
+        H = hyp.betas.shape[1]
+        flat = hyp.map(lambda t: t.reshape(P * H, -1))
+        body = self.body_model(flat.pose.reshape(-1, 24, 3), flat.betas, flat.transl, layout=lay)
+        proj = project(body.keypoints, Kt.repeat_interleave(H, 0)).view(P, H, len(lay), 2)
+        src = torch.as_tensor(kp, dtype=dtype, device=dev)
+        use = torch.isfinite(src).all(-1) & (src[..., 2] > 0) & body.keypoint_mask[None]
+        w = torch.where(use, src[..., 2].nan_to_num().clamp(0, 1), torch.zeros_like(src[..., 2]))
+        d = (proj - src[:, None, :, :2].nan_to_num()).norm(dim=-1)
+        err = (d * w[:, None]).sum(-1) / w.sum(-1, keepdim=True).clamp_min(1e-9)  # [P, H] px
+        best = err.argmin(-1)
+        rows = torch.arange(P, device=dev)
+        params = hyp.map(lambda t: t[rows, best])
+        joints = body.joints.view(P, H, 24, 3)[rows, best]
+        return Prediction(params, hyp, best, err, proj[rows, best], joints, err[rows, best], fitted)
+
+
+def shared_regressor(checkpoint: str | Path | None = None, model: str | Path = "open",
+                     device: str | torch.device | None = None) -> KeypointRegressor:
+    """The process's :class:`KeypointRegressor` for a checkpoint (default: the shipped weights), body model and
+    device, loaded on first use and reused after."""
+    path = Path(checkpoint) if checkpoint is not None else shipped_path()
+    stamp = path.stat().st_mtime_ns if path.is_file() else None
+    return _shared(str(path.resolve()), stamp, model_key(model), str(torch.device(device or "cpu")))
+
+
+@functools.lru_cache(maxsize=8)
+def _shared(path: str, stamp, model: tuple, device: str) -> KeypointRegressor:
+    net, header = load_regressor(path, device)
+    return KeypointRegressor(net, shared_body_model(model[0], device), header)

@@ -1,0 +1,122 @@
+"""Training configuration of the regressor: ``configs/train/*.yaml`` read into validated settings.
+
+Same rules as the fitting configs (:mod:`fitlib.fitting.config`): a wrong type or an unknown key is a
+ValueError naming the file and the field. ``load_train_config`` takes a shipped name (``"regressor"``:
+``configs/train/regressor.yaml``), a path, a dict or a :class:`TrainConfig`.
+"""
+from __future__ import annotations
+
+import difflib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+
+from fitlib.regression.model import RegressorConfig
+from fitlib.training.data import DataConfig
+
+NonNegative = Field(ge=0)
+
+
+class LossWeights(BaseModel):
+    """Weights of the loss terms (each per IEF iteration; see :func:`fitlib.training.trainer.regressor_loss`)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    keypoints2d_detected: float = Field(10.0, ge=0)
+    """2D reprojection against the detector-like keypoints (SPIN's openpose_weight), confidence² weighted."""
+    keypoints2d_gt: float = Field(20.0, ge=0)
+    """2D reprojection against exact 2D (SPIN's gt_weight)."""
+    robust_sigma: float | None = Field(0.15, gt=0)
+    """Geman-McClure scale of the 2D terms in units of the person's 2D size (None: squared error)."""
+    keypoints3d: float = Field(5.0, ge=0)
+    """Hip-aligned 3D joints (m²)."""
+    pose: float = Field(1.0, ge=0)
+    """Rotation-matrix MSE over the 24 joints."""
+    betas: float = Field(0.01, ge=0)
+    betas_prior: float = Field(0.0001, ge=0)
+    camera: float = Field(10.0, ge=0)
+    wta: float = Field(1.0, ge=0)
+    """With several hypotheses: weight of the winner-takes-all term (min over hypotheses); hypothesis 0 always
+    gets the full loss."""
+    last_iteration_only: bool = False
+    """Only the last IEF iteration's estimate is supervised (SPIN); else every iteration, equally."""
+
+
+class TrainConfig(BaseModel):
+    """Everything a training run depends on (stored in its checkpoints; a resumed run must match)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    seed: StrictInt = 0
+    batch_size: StrictInt = Field(256, ge=1)
+    epochs: StrictInt = Field(20, ge=1)
+    steps_per_epoch: StrictInt = Field(500, ge=1)
+    lr: float = Field(5e-4, gt=0)
+    lr_final_ratio: float = Field(0.05, ge=0, le=1)
+    warmup_steps: StrictInt = Field(200, ge=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    grad_clip: float | None = Field(5.0, gt=0)
+    device: str = "auto"
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``: where the network and the loss run
+    (samples are generated on the CPU). Not part of what a resumed run must match."""
+    threads: StrictInt = Field(1, ge=0)
+    """torch threads (0: leave torch's default)."""
+    checkpoint_every: StrictInt = Field(100, ge=1)
+    """Steps between resumable checkpoints (also at every epoch end)."""
+    log_every: StrictInt = Field(25, ge=1)
+    val_samples: StrictInt = Field(2048, ge=1)
+    model: RegressorConfig = Field(default_factory=RegressorConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    loss: LossWeights = Field(default_factory=LossWeights)
+
+
+def _describe(error: dict) -> str:
+    field = ".".join(str(x) for x in error["loc"]) or "settings"
+    msg = error["msg"]
+    if error["type"] == "extra_forbidden":
+        parent: Any = TrainConfig
+        for part in error["loc"][:-1]:
+            ann = getattr(parent, "model_fields", {}).get(part)
+            parent = ann.annotation if ann is not None else None
+        known = sorted(getattr(parent, "model_fields", {}))
+        close = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
+        msg = "is not a setting" + (f" (did you mean {close[0]!r}?)" if close else "")
+    return f"{field}: {msg} (got {error['input']!r})"
+
+
+def _validated(data: Any, source: str) -> TrainConfig:
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ValueError(f"{source}: " + "; ".join(_describe(e) for e in exc.errors())) from None
+
+
+def load_train_config(config: str | Path | dict | TrainConfig | None = None) -> TrainConfig:
+    """A training config: None (the shipped ``regressor``), a shipped name, a ``.yaml`` path, a dict or a
+    :class:`TrainConfig`. ValueError naming the source and field for bad settings; FileNotFoundError for a
+    missing file."""
+    if isinstance(config, TrainConfig):
+        return _validated(config.model_dump(), "TrainConfig")
+    if isinstance(config, dict):
+        return _validated(config, "config dict")
+    name = "regressor" if config is None else str(config)
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") or len(path.parts) > 1 or isinstance(config, Path):
+        if not path.is_file():
+            raise FileNotFoundError(f"training config not found: {path}")
+        text, source = path.read_text(), str(path)
+    else:
+        shipped = resources.files("fitlib.configs") / "train" / f"{name}.yaml"
+        if not shipped.is_file():
+            raise ValueError(f"unknown training config {name!r}: not in configs/train/ and not a .yaml path")
+        text, source = shipped.read_text(), f"configs/train/{name}.yaml"
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{source} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{source} must hold a mapping of settings")
+    return _validated(data, source)

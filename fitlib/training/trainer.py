@@ -1,0 +1,318 @@
+"""Training the regressor: losses built from :mod:`fitlib.losses`, a resumable, deterministic loop.
+
+``train(config, out)`` (``fitlib train-regressor --config X --out DIR``) writes to ``DIR``:
+
+* ``checkpoint.pt``: the resumable state (weights, optimiser, step, best validation score), written
+  atomically every ``checkpoint_every`` steps and at each epoch end; a killed run started again with the
+  same command continues from it and ends with the same weights as an uninterrupted run (batches are a
+  function of (seed, step), dropout is seeded per step, the optimiser state is saved);
+* ``log.jsonl``: one JSON object per logged step (losses) and per epoch (validation metrics);
+* ``loss_curve.png``: training loss and validation PA-MPJPE-14 (drawn with OpenCV);
+* ``regressor.pt`` / ``regressor_last.pt``: the weights with the best validation score / the last ones
+  (:mod:`fitlib.regression.checkpoint` files, float16).
+
+Validation: ``val_samples`` fixed samples from the validation clips (training clips held out by
+``data.val_clips``; the evaluation clips are never read), scored by PA-MPJPE-14 (mm) of the hypothesis
+with the lowest 2D error against the input keypoints, as :func:`fitlib.regress` picks it.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import roma
+import torch
+
+from fitlib import losses
+from fitlib.body.layouts import get_layout
+from fitlib.body.model import BodyModel, load_body_model
+from fitlib.camera import project
+from fitlib.evaluation import metrics
+from fitlib.io.atomic import atomic_write
+from fitlib.regression.checkpoint import open_model_identity, save_regressor
+from fitlib.regression.model import Regressor, RegressorOutput
+from fitlib.training.config import LossWeights, TrainConfig, load_train_config
+from fitlib.training.data import Batch, SampleGenerator
+
+HIPS = (1, 2)
+"""SMPL joints whose mean aligns predicted and true 3D joints."""
+
+
+def _pose_rows(out: RegressorOutput):
+    """Flatten iterations x people x hypotheses into rows: rotmat [N, 24, 3, 3], betas, pelvis, cam."""
+    I, B, H = out.betas.shape[:3]
+    return (out.rotmat.reshape(-1, 24, 3, 3), out.betas.reshape(-1, 10), out.pelvis.reshape(-1, 3),
+            out.cam.reshape(-1, 3), (I, B, H))
+
+
+def predicted_keypoints(model: BodyModel, out: RegressorOutput, layout: str):
+    """Joints [I, B, H, 24, 3] and layout keypoints [I, B, H, J, 3] (camera frame) of every estimate."""
+    rot, betas, pelvis, _, (I, B, H) = _pose_rows(out)
+    pose = roma.rotmat_to_rotvec(rot)
+    transl = pelvis - model.rest_joints(betas)[:, 0]
+    body = model(pose, betas, transl, layout=layout)
+    J = body.keypoints.shape[1]
+    return body.joints.view(I, B, H, 24, 3), body.keypoints.view(I, B, H, J, 3), body.keypoint_mask
+
+
+def regressor_loss(model: BodyModel, out: RegressorOutput, batch: Batch, weights: LossWeights, layout: str,
+                   mode: str = "cliff") -> tuple[torch.Tensor, dict[str, float]]:
+    """The training loss (a scalar) and its terms (batch means, for the log).
+
+    Per IEF iteration and hypothesis, per sample: 2D reprojection against the detector-like keypoints and
+    against exact 2D (:func:`fitlib.losses.reprojection_loss`, Geman-McClure in units of the person's 2D
+    size, each point weighted by its confidence², masked by ``has_detections`` / ``has_gt2d``), hip-aligned
+    3D joints (:func:`~fitlib.losses.keypoint_3d_loss`, masked by ``has_3d``), rotation-matrix and betas
+    MSE (:func:`~fitlib.losses.smpl_param_loss`, masked by ``has_smpl``), the shape prior
+    (:meth:`~fitlib.losses.PriorTerms.shape`) and the camera term (:func:`~fitlib.losses.camera_front_loss`).
+    Hypothesis 0 gets its loss; with H > 1, ``wta`` x the minimum over hypotheses is added (winner takes all).
+    Iterations are summed (or only the last counts, ``last_iteration_only``).
+    """
+    lay = get_layout(layout)
+    joints, kp3d, mask = predicted_keypoints(model, out, lay)
+    I, B, H = out.betas.shape[:3]
+    K = batch.K[None, :, None]
+    if mode == "cliff":
+        proj = project(kp3d, K)
+    else:  # SPIN's weak perspective in box coordinates, back in pixels
+        from fitlib.regression.camera import weak_perspective_project
+        box = weak_perspective_project(kp3d, out.pelvis, out.cam)
+        proj = out.centre[None, :, None, None] + 0.5 * out.size[None, :, None, None, None] * box
+    ones = torch.ones(len(lay), dtype=proj.dtype, device=proj.device)
+    det_xy, det_w, _ = losses.clean_keypoints(batch.keypoints, mask, ones, 0.0, True)
+    gt_xy, gt_w, gt_use = losses.clean_keypoints(batch.gt_keypoints2d, mask, ones, 0.5, True)
+    scale = losses.canonical_scale(gt_xy, gt_use) / losses.CANONICAL_SIZE  # 1 / person size (px)
+    sigma = weights.robust_sigma
+    n = float(len(lay))
+    l2d_det = losses.reprojection_loss(proj, det_xy[None, :, None], det_w[None, :, None], scale[None, :, None], sigma) / n
+    l2d_gt = losses.reprojection_loss(proj, gt_xy[None, :, None], gt_w[None, :, None], scale[None, :, None], sigma) / n
+    l3d = losses.keypoint_3d_loss(joints, batch.joints[None, :, None], torch.ones(24, device=proj.device), root=HIPS) / 24
+    gt_rot = roma.rotvec_to_rotmat(batch.pose)[None, :, None]
+    lpose, lbetas = losses.smpl_param_loss(out.rotmat, gt_rot.expand_as(out.rotmat), out.betas,
+                                           batch.betas[None, :, None].expand_as(out.betas), batch.has_smpl[None, :, None])
+    lpose = lpose / 24
+    lprior = losses.PriorTerms.shape(out.betas)
+    lcam = losses.camera_front_loss(out.cam[..., 0])
+    f = lambda m: m.to(proj.dtype)[None, :, None]  # noqa: E731
+    w = weights
+    terms = {"2d_det": w.keypoints2d_detected * l2d_det * f(batch.has_detections),
+             "2d_gt": w.keypoints2d_gt * l2d_gt * f(batch.has_gt2d),
+             "3d": w.keypoints3d * l3d * f(batch.has_3d), "pose": w.pose * lpose, "betas": w.betas * lbetas,
+             "betas_prior": w.betas_prior * lprior, "camera": w.camera * lcam}
+    per = sum(terms.values())  # [I, B, H]
+    if w.last_iteration_only:
+        per = per[-1:]
+    total = per[..., 0]
+    if H > 1:
+        total = total + w.wta * per.min(-1).values
+    loss = total.sum(0).mean()
+    log = {k: float(v[-1, :, 0].detach().mean()) for k, v in terms.items()}
+    log["loss"] = float(loss.detach())
+    return loss, log
+
+
+def select_hypothesis(proj: torch.Tensor, keypoints: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    """[B] index of the hypothesis whose projected keypoints ``proj`` [B, H, J, 2] are closest (mean px,
+    over ``visible`` [B, J] points, confidence weighted) to the input ``keypoints`` [B, J, 3]."""
+    w = torch.where(visible, torch.nan_to_num(keypoints[..., 2]), torch.zeros_like(keypoints[..., 2]))
+    d = (proj - torch.nan_to_num(keypoints[:, None, :, :2])).norm(dim=-1)  # [B, H, J]
+    err = (d * w[:, None]).sum(-1) / w.sum(-1, keepdim=True).clamp_min(1e-9)
+    return err.argmin(-1)
+
+
+@torch.no_grad()
+def validate(net: Regressor, model: BodyModel, gen: SampleGenerator, samples: int, batch_size: int = 512) -> dict:
+    """PA-MPJPE-14 and MPJPE-14 (mm) on ``samples`` fixed validation samples: of the selected hypothesis (by
+    2D error), of hypothesis 0 and of the best one (an oracle)."""
+    was = net.training
+    net.eval()
+    res: dict[str, list] = {"pa_mpjpe14": [], "mpjpe14": [], "pa_mpjpe14_h0": [], "pa_mpjpe14_oracle": []}
+    layout = net.config.layout
+    for step in range(math.ceil(samples / batch_size)):
+        b = gen.batch(step, min(batch_size, samples - step * batch_size)).to(next(net.parameters()).device)
+        out = net(b.keypoints, b.K)
+        joints, kp3d, _ = predicted_keypoints(model, out, layout)
+        joints, kp3d = joints[-1], kp3d[-1]  # [B, H, ...]
+        proj = project(kp3d, b.K[:, None])
+        pick = select_hypothesis(proj, b.keypoints, out.visible)
+        gt14 = metrics.lsp14(b.joints.double())
+        pa_all = torch.stack([metrics.pa_mpjpe(metrics.lsp14(joints[:, h].double()), gt14)
+                              for h in range(joints.shape[1])], 1) * 1000  # [B, H]
+        sel = joints[torch.arange(len(pick)), pick]
+        res["pa_mpjpe14"].append(pa_all.gather(1, pick[:, None])[:, 0])
+        res["pa_mpjpe14_h0"].append(pa_all[:, 0])
+        res["pa_mpjpe14_oracle"].append(pa_all.min(1).values)
+        res["mpjpe14"].append(metrics.mpjpe(metrics.lsp14(sel.double()), gt14, root=metrics.LSP14_HIPS) * 1000)
+    net.train(was)
+    return {k: float(torch.cat(v).mean()) for k, v in res.items()}
+
+
+def _lr(cfg: TrainConfig, step: int) -> float:
+    total = cfg.epochs * cfg.steps_per_epoch
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return cfg.lr * (cfg.lr_final_ratio + (1 - cfg.lr_final_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def _save_state(path: Path, state: dict) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    with atomic_write(path) as fh:
+        fh.write(buf.getvalue())
+
+
+def _read_log(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by a kill
+            pass
+    return rows
+
+
+def plot_curves(rows: list[dict], path: Path) -> None:
+    """Training loss (left axis, log) and validation PA-MPJPE-14 (right) against step, as a PNG (OpenCV)."""
+    import cv2
+
+    W, Hh, m = 900, 500, 60
+    img = np.full((Hh, W, 3), 255, np.uint8)
+    tr = [(r["step"], r["loss"]) for r in rows if "loss" in r and r["loss"] > 0]
+    va = [(r["step"], r["val_pa_mpjpe14"]) for r in rows if "val_pa_mpjpe14" in r]
+    if not tr:
+        return
+    smax = max(s for s, _ in tr + va) or 1
+    def curve(pts, lo, hi, colour, log=False):  # noqa: E306
+        if not pts:
+            return
+        f = (lambda v: math.log10(v)) if log else (lambda v: v)
+        a, b = f(lo), f(hi)
+        xy = [(int(m + (W - 2 * m) * s / smax), int(Hh - m - (Hh - 2 * m) * (f(v) - a) / max(b - a, 1e-9)))
+              for s, v in pts]
+        cv2.polylines(img, [np.array(xy, np.int32)], False, colour, 1 if len(pts) > 50 else 2, cv2.LINE_AA)
+    lv = [v for _, v in tr]
+    curve(tr, min(lv), max(lv), (200, 80, 0), log=True)
+    if va:
+        vv = [v for _, v in va]
+        curve(va, min(vv) * 0.95, max(vv) * 1.05, (0, 0, 220))
+        cv2.putText(img, f"val PA-MPJPE-14 (red): {vv[-1]:.1f} mm (best {min(vv):.1f})", (m, 30),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 220), 1, cv2.LINE_AA)
+    cv2.putText(img, f"train loss (blue, log): {min(lv):.3g}..{max(lv):.3g}", (m, 52), cv2.FONT_HERSHEY_SIMPLEX,
+                0.55, (200, 80, 0), 1, cv2.LINE_AA)
+    cv2.rectangle(img, (m, m), (W - m, Hh - m), (0, 0, 0), 1)
+    cv2.putText(img, f"step 0..{smax}", (m, Hh - 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+    ok, png = cv2.imencode(".png", img)
+    with atomic_write(path) as fh:
+        fh.write(png.tobytes())
+
+
+def train(config, out: str | Path, body_model: BodyModel | None = None, progress: bool = True,
+          stop_after: int | None = None, info: dict | None = None) -> dict:
+    """Train (or resume) a regressor in ``out``; returns the final validation metrics and paths.
+
+    ``stop_after``: stop (as if killed, after a checkpoint) at this step (for tests of resuming)."""
+    from tqdm import tqdm
+
+    cfg: TrainConfig = load_train_config(config)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    model = body_model or load_body_model("open")
+    dev = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if cfg.device == "auto" else cfg.device))
+    loss_model = model if dev == model.joint_template.device else load_body_model("open", device=dev)
+    torch.manual_seed(cfg.seed)
+    net = Regressor(cfg.model).to(dev)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    train_gen = SampleGenerator(model, cfg.data, "train", cfg.model.layout, cfg.seed)
+    val_gen = SampleGenerator(model, cfg.data, "val", cfg.model.layout, cfg.seed + 1)
+    ckpt, log_path = out / "checkpoint.pt", out / "log.jsonl"
+    step, best, seconds = 0, float("inf"), 0.0
+    cfg_json = cfg.model_dump_json(exclude={"device"})  # a run may resume on another device
+    if ckpt.is_file():
+        try:
+            state = torch.load(ckpt, map_location=dev, weights_only=True)
+        except Exception as exc:
+            raise ValueError(f"{ckpt}: cannot resume, the checkpoint is damaged ({exc}); delete it to start over") from None
+        if state.get("config") != cfg_json:
+            old = json.loads(state.get("config", "{}"))
+            new = json.loads(cfg_json)
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            raise ValueError(f"{ckpt}: the run in {out} was started with another config (differs in {diff}); "
+                             f"use a new --out folder or the same config")
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, best, seconds = int(state["step"]), float(state["best"]), float(state["seconds"])
+    rows = [r for r in _read_log(log_path) if r["step"] <= step]
+    with atomic_write(log_path) as fh:  # drop what a killed run logged after its last checkpoint
+        fh.write("".join(json.dumps(r) + "\n" for r in rows).encode())
+    total = cfg.epochs * cfg.steps_per_epoch
+    meta = {"config": cfg.model_dump(), **(info or {})}
+
+    def checkpoint():
+        _save_state(ckpt, {"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best,
+                           "seconds": seconds, "config": cfg_json})
+
+    net.train()
+    bar = tqdm(total=total, initial=step, desc="train-regressor", unit="step", disable=not progress,
+               dynamic_ncols=True)
+    logf = open(log_path, "a")
+    try:
+        while step < total:
+            t0 = time.perf_counter()
+            batch = train_gen.batch(step, cfg.batch_size).to(dev)
+            for group in opt.param_groups:
+                group["lr"] = _lr(cfg, step)
+            torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout, reproducible on resume
+            outp = net(batch.keypoints, batch.K)
+            loss, terms = regressor_loss(loss_model, outp, batch, cfg.loss, cfg.model.layout, cfg.model.camera)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            opt.step()
+            step += 1
+            seconds += time.perf_counter() - t0
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in terms.items() if k in ("loss", "2d_det", "3d", "pose")})
+            if step % cfg.log_every == 0:
+                logf.write(json.dumps({"step": step, "lr": _lr(cfg, step - 1), "seconds": round(seconds, 2),
+                                       **terms}) + "\n")
+                logf.flush()
+            epoch_end = step % cfg.steps_per_epoch == 0
+            if epoch_end:
+                v = validate(net, loss_model, val_gen, cfg.val_samples)
+                row = {"step": step, "epoch": step // cfg.steps_per_epoch, "seconds": round(seconds, 2),
+                       **{f"val_{k}": round(x, 3) for k, x in v.items()}}
+                logf.write(json.dumps(row) + "\n")
+                logf.flush()
+                bar.write(f"epoch {row['epoch']}: val PA-MPJPE-14 {v['pa_mpjpe14']:.1f} mm (h0 "
+                          f"{v['pa_mpjpe14_h0']:.1f}, oracle {v['pa_mpjpe14_oracle']:.1f}), MPJPE-14 {v['mpjpe14']:.1f} mm")
+                net.eval()
+                save_regressor(out / "regressor_last.pt", net, open_model_identity(),
+                               {**meta, "step": step, "val": v}, half=True)
+                if v["pa_mpjpe14"] < best:
+                    best = v["pa_mpjpe14"]
+                    save_regressor(out / "regressor.pt", net, open_model_identity(),
+                                   {**meta, "step": step, "val": v}, half=True)
+                net.train()
+                plot_curves(_read_log(log_path), out / "loss_curve.png")
+            if epoch_end or step % cfg.checkpoint_every == 0:
+                checkpoint()
+            if stop_after is not None and step >= stop_after:
+                break
+    finally:
+        logf.close()
+        bar.close()
+    rows = _read_log(log_path)
+    vals = [r for r in rows if "val_pa_mpjpe14" in r]
+    return {"step": step, "best_val_pa_mpjpe14": best, "last": vals[-1] if vals else None, "seconds": seconds,
+            "out": str(out)}

@@ -1,0 +1,129 @@
+"""The regressor network: shapes, the IEF loop, 6D rotations, CLIFF's camera, independence of samples."""
+import numpy as np
+import pytest
+import roma
+import torch
+
+from fitlib.camera import project
+from fitlib.regression import camera
+from fitlib.regression.heads import IEFHead
+from fitlib.regression.model import Regressor, RegressorConfig, initial_pose6d
+
+
+def _inputs(B=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    kp = torch.rand(B, 17, 3, generator=g) * torch.tensor([640.0, 480.0, 1.0])
+    kp[0, 3] = float("nan")  # a missing point
+    K = torch.tensor([[800.0, 0, 320], [0, 800, 240], [0, 0, 1]]).expand(B, 3, 3)
+    return kp, K
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return Regressor(RegressorConfig(hypotheses=2, encoder_hidden=32, encoder_blocks=1, head_hidden=64))
+
+
+def test_shapes_dtypes_and_iterations(net, open_model):
+    kp, K = _inputs()
+    net.train()
+    out = net(kp, K)
+    assert out.rotmat.shape == (3, 5, 2, 24, 3, 3) and out.rotmat.dtype == torch.float32
+    assert out.betas.shape == (3, 5, 2, 10) and out.cam.shape == (3, 5, 2, 3) and out.pelvis.shape == (3, 5, 2, 3)
+    assert out.centre.shape == (5, 2) and out.size.shape == (5,) and not out.visible[0, 3]
+    net.eval()
+    out = net(kp, K)
+    assert out.rotmat.shape[0] == 1  # eval: the last iteration only
+    p = out.params(open_model)
+    assert p.global_orient.shape == (5, 2, 3) and p.body_pose.shape == (5, 2, 69) and p.transl.shape == (5, 2, 3)
+    assert all(torch.isfinite(getattr(p, k)).all() for k in p.given())
+
+
+def test_ief_runs_its_iterations_from_the_mean():
+    calls = []
+    head = IEFHead(8, 3, initial_pose6d(1), torch.zeros(10), torch.tensor([0.9, 0, 0]), hidden=16, iterations=4)
+    head.fc2.register_forward_hook(lambda *a: calls.append(1))
+    pose, betas, cam = head(torch.zeros(2, 8), torch.zeros(2, 3))
+    assert len(calls) == 4 and pose.shape == (4, 2, 1, 144)
+    # decoders start near zero: the first estimate is near the mean parameters
+    assert torch.allclose(cam[0, :, 0], torch.tensor([0.9, 0, 0]).expand(2, 3), atol=0.05)
+    assert torch.allclose(pose[0, :, 0], initial_pose6d(1)[0].expand(2, 144), atol=0.05)
+
+
+def test_6d_gives_rotations(net):
+    kp, K = _inputs(seed=1)
+    R = net(kp, K).rotmat
+    eye = torch.eye(3).expand_as(R)
+    assert torch.allclose(R @ R.transpose(-1, -2), eye, atol=1e-5)
+    assert torch.allclose(torch.linalg.det(R), torch.ones(R.shape[:-2]), atol=1e-5)
+
+
+def test_initial_hypotheses_face_the_camera_and_away():
+    pose6d = initial_pose6d(2).view(2, 24, 3, 2)
+    R0 = roma.special_gramschmidt(pose6d[:, 0])
+    front = R0 @ torch.tensor([0.0, 0.0, 1.0])  # the body's forward axis in the camera frame
+    up = R0 @ torch.tensor([0.0, 1.0, 0.0])
+    assert front[0, 2] < -0.99 and front[1, 2] > 0.99  # towards the camera / away from it
+    assert (up[:, 1] < -0.99).all()  # upright (camera y points down)
+
+
+def test_cliff_camera_conversion_is_exact():
+    g = torch.Generator().manual_seed(3)
+    B = 64
+    K = torch.zeros(B, 3, 3)
+    f = 500 + 2000 * torch.rand(B, generator=g)
+    K[:, 0, 0] = K[:, 1, 1] = f
+    K[:, 0, 2], K[:, 1, 2], K[:, 2, 2] = 540 + 10 * torch.randn(B, generator=g), 960 + 10 * torch.randn(B, generator=g), 1
+    centre = torch.rand(B, 2, generator=g) * torch.tensor([1080.0, 1920.0])
+    size = 50 + 800 * torch.rand(B, generator=g)
+    cam = torch.stack([0.3 + torch.rand(B, generator=g), torch.randn(B, generator=g) * 0.3,
+                       torch.randn(B, generator=g) * 0.3], -1)
+    pelvis = camera.crop_to_translation(cam.double(), centre.double(), size.double(), K.double())
+    # the pelvis projects exactly where the weak-perspective crop camera puts the root
+    uv = project(pelvis[:, None], K.double())[:, 0]
+    expected = centre.double() + 0.5 * size.double()[:, None] * cam.double()[:, 0:1] * cam.double()[:, 1:]
+    assert torch.allclose(uv, expected, atol=1e-6)
+    assert torch.allclose(pelvis[:, 2], 2 * f.double() / (size.double() * cam[:, 0].double()), rtol=1e-12)
+    back = camera.translation_to_crop(pelvis, centre.double(), size.double(), K.double())
+    assert torch.allclose(back, cam.double(), atol=1e-9)
+    # and a point off the pelvis projects as the weak-perspective camera says, up to its depth offset
+    pts = pelvis[:, None] + torch.tensor([[0.1, -0.2, 0.0]], dtype=torch.float64)
+    wp = camera.weak_perspective_project(pts, pelvis, cam.double())
+    full = camera.to_box(project(pts, K.double()), centre.double(), size.double())
+    assert torch.allclose(wp, full, atol=1e-6)
+
+
+def test_eval_mode_samples_are_independent(net):
+    net.eval()
+    kp, K = _inputs(B=6, seed=2)
+    with torch.no_grad():
+        full = net(kp, K)
+        single = net(kp[2:3], K[2:3])
+        other = kp.clone()
+        other[[0, 1, 3, 4, 5]] = torch.rand(5, 17, 3) * 100
+        mixed = net(other, K)
+    assert torch.allclose(full.rotmat[:, 2], single.rotmat[:, 0], atol=1e-5)
+    assert torch.allclose(full.pelvis[:, 2], mixed.pelvis[:, 2], atol=1e-5)
+
+
+def test_missing_points_are_flagged_not_zero(net):
+    """A point at (0, 0) with confidence is seen; the same point missing is flagged, and differs."""
+    net.eval()
+    kp, K = _inputs(B=1, seed=4)
+    a = kp.clone()
+    a[0, 5] = torch.tensor([0.0, 0.0, 0.9])
+    b = kp.clone()
+    b[0, 5] = torch.tensor([float("nan"), float("nan"), 0.0])
+    assert net.visible(a)[0, 5] and not net.visible(b)[0, 5]
+    fa = net.encoder.features
+    from fitlib.regression.encoders import EncoderInput
+    va, vb = net.visible(a), net.visible(b)
+    c, s = camera.keypoint_box(torch.nan_to_num(b[..., :2]), vb)
+    assert not torch.equal(fa(EncoderInput(a, va, c, s)), fa(EncoderInput(b, vb, c, s)))
+
+
+def test_bad_shapes_and_config():
+    with pytest.raises(ValueError, match="coco17"):
+        Regressor(RegressorConfig(encoder_hidden=8, head_hidden=8))(torch.zeros(2, 18, 3), torch.eye(3).expand(2, 3, 3))
+    with pytest.raises(ValueError, match="hidden_size"):
+        RegressorConfig.model_validate({"hidden_size": 3})

@@ -1,0 +1,104 @@
+"""The regressor's trainer: samples, one step lowers the loss, resuming after a kill, configs."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fitlib.datasets.mocap import EVAL_CLIPS
+from fitlib.regression.model import Regressor
+from fitlib.training.config import load_train_config
+from fitlib.training.data import DataConfig, SampleGenerator
+from fitlib.training.trainer import regressor_loss, train
+
+TINY = {"seed": 3, "batch_size": 8, "epochs": 2, "steps_per_epoch": 3, "warmup_steps": 1, "checkpoint_every": 2,
+        "log_every": 1, "val_samples": 8, "threads": 1,
+        "model": {"encoder_hidden": 16, "encoder_blocks": 1, "head_hidden": 32, "hypotheses": 2}}
+
+
+def test_samples_are_seeded_and_never_from_eval_clips(open_model):
+    gen = SampleGenerator(open_model, seed=5)
+    assert not set(gen.clips) & set(EVAL_CLIPS) and not set(gen.clips) & set(DataConfig().val_clips)
+    a, b, c = gen.batch(7, 16), gen.batch(7, 16), gen.batch(8, 16)
+    assert torch.equal(a.keypoints.nan_to_num(), b.keypoints.nan_to_num()) and torch.equal(a.pose, b.pose)
+    assert not torch.equal(a.pose, c.pose)
+    assert a.keypoints.shape == (16, 17, 3) and a.K.shape == (16, 3, 3)
+    assert (a.transl[:, 2] > 1).all()  # in front of the camera
+    # the exact 2D are the projections of the true keypoints
+    from fitlib.camera import project
+    kp = open_model(a.pose, a.betas, a.transl, layout="coco17").keypoints
+    assert torch.allclose(project(kp, a.K), a.gt_keypoints2d[..., :2], atol=1e-2)
+    with pytest.raises(ValueError, match="evaluation clips"):
+        SampleGenerator(open_model, DataConfig(val_clips=["kick"]))
+
+
+def test_one_step_lowers_the_loss_on_a_handful(open_model):
+    cfg = load_train_config(TINY)
+    torch.manual_seed(0)
+    net = Regressor(cfg.model)
+    net.head.drop1.p = net.head.drop2.p = 0.0
+    batch = SampleGenerator(open_model, seed=1).batch(0, 6)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss, _ = regressor_loss(open_model, net(batch.keypoints, batch.K), batch, cfg.loss, "coco17")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[1] < losses[0] and losses[-1] < 0.4 * losses[0], losses
+
+
+def test_resume_after_a_kill_matches_an_uninterrupted_run(open_model, tmp_path):
+    full = train(TINY, tmp_path / "full", open_model, progress=False)
+    part = train(TINY, tmp_path / "cut", open_model, progress=False, stop_after=4)  # "killed" after step 4
+    assert part["step"] == 4
+    (tmp_path / "cut" / "log.jsonl").open("a").write('{"step": 5, "loss"')  # a line cut by the kill
+    resumed = train(TINY, tmp_path / "cut", open_model, progress=False)
+    assert resumed["step"] == full["step"] == 6
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = [json.loads(x) for x in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == list(range(1, 7))
+    assert [r["epoch"] for r in rows if "epoch" in r] == [1, 2]
+    assert (tmp_path / "cut" / "loss_curve.png").stat().st_size > 1000
+    assert (tmp_path / "cut" / "regressor.pt").is_file()
+    with pytest.raises(ValueError, match="another config.*seed"):
+        train({**TINY, "seed": 4}, tmp_path / "cut", open_model, progress=False)
+
+
+def test_config_errors_name_the_file_and_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("batch_size: 8\nmodel: {hypotheses: 2, hiden: 3}\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: model.hiden: is not a setting"):
+        load_train_config(bad)
+    bad.write_text("lr: fast\n")
+    with pytest.raises(ValueError, match="bad.yaml: lr"):
+        load_train_config(bad)
+    with pytest.raises(ValueError, match="unknown training config"):
+        load_train_config("nope")
+    assert load_train_config("regressor").model.layout == "coco17"
+
+
+def test_cli_train_regressor(tmp_path, monkeypatch):
+    from fitlib.cli import main
+    cfg = tmp_path / "tiny.yaml"
+    import yaml
+    cfg.write_text(yaml.safe_dump({**TINY, "epochs": 1}))
+    assert main(["train-regressor", "--config", str(cfg), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert (tmp_path / "run" / "regressor.pt").is_file()
+    cfg.write_text("epochz: 1\n")
+    assert main(["train-regressor", "--config", str(cfg), "--out", str(tmp_path / "run2")]) == 2
+
+
+def test_weak_perspective_mode_trains(open_model):
+    """SPIN's weak-perspective camera (no bbox_info, 2D loss in box coordinates) runs through the same loss."""
+    cfg = load_train_config({**TINY, "model": {**TINY["model"], "camera": "weak", "hypotheses": 1}})
+    torch.manual_seed(0)
+    net = Regressor(cfg.model)
+    assert net.head.fc1.in_features == 16 + 157  # no box condition
+    batch = SampleGenerator(open_model, seed=2).batch(0, 4)
+    loss, terms = regressor_loss(open_model, net(batch.keypoints, batch.K), batch, cfg.loss, "coco17", "weak")
+    loss.backward()
+    assert torch.isfinite(loss) and terms["2d_det"] > 0 and net.head.decpose.weight.grad.abs().sum() > 0
