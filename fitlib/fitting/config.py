@@ -19,10 +19,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator
 
 from fitlib.body.layouts import LAYOUTS
+from fitlib.io.config_files import parse_mapping
 
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -196,12 +196,7 @@ def _read(config: str | Path | None, relative_to: Path | None, chain: tuple[str,
         text, source, folder = shipped.read_text(), f"configs/{name}.yaml", None
     if source in chain:
         raise ValueError(f"{source}: its 'base' chain loops: {' -> '.join(chain + (source,))}")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{source} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{source} must hold a mapping of settings")
+    data = parse_mapping(text, source)
     return _resolve_base(data, source, folder, chain + (source,)), source
 
 

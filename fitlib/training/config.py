@@ -11,9 +11,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
+from fitlib.io.config_files import parse_mapping
 from fitlib.regression.model import RegressorConfig
 from fitlib.training.data import DataConfig
 
@@ -113,10 +113,5 @@ def load_train_config(config: str | Path | dict | TrainConfig | None = None) -> 
         if not shipped.is_file():
             raise ValueError(f"unknown training config {name!r}: not in configs/train/ and not a .yaml path")
         text, source = shipped.read_text(), f"configs/train/{name}.yaml"
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{source} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{source} must hold a mapping of settings")
+    data = parse_mapping(text, source)
     return _validated(data, source)
