@@ -171,16 +171,16 @@ def fit_batch(images: list, keypoints: list | None = None, *, layout: str = "coc
 
 
 def _as_K(K_in: Any, h: int, w: int) -> torch.Tensor:
-    """[3, 3] float64 intrinsics: the default for an h x w image, or the caller's (checked for shape and numbers;
-    the fitter checks the rest)."""
+    """[3, 3] float64 intrinsics: the default for an h x w image, or the caller's (checked for shape, finite numbers
+    and positive focal lengths; the fitter also refuses skew and another bottom row)."""
     if K_in is None:
         return default_intrinsics(h, w, dtype=torch.float64)
     try:
         Kt = torch.as_tensor(np.asarray(K_in, dtype=np.float64))
     except (TypeError, ValueError):
         raise ValueError(f"K must be a 3x3 matrix of numbers (pixels), got {K_in!r}") from None
-    if Kt.shape != (3, 3):
-        raise ValueError(f"K must be a 3x3 intrinsics matrix, got shape {tuple(Kt.shape)}")
+    if Kt.shape != (3, 3) or not torch.isfinite(Kt).all() or Kt[0, 0] <= 0 or Kt[1, 1] <= 0:
+        raise ValueError(f"K must be a finite 3x3 intrinsics matrix with positive focal lengths, got {Kt.tolist()}")
     return Kt
 
 
@@ -221,11 +221,7 @@ def regress_batch(images: list, keypoints: list | None = None, *, layout: str = 
         img = load_image(img_in)
         h, w = img.shape[:2]
         kps, lay = _as_keypoints(detect(img) if kp_in is None else kp_in, layout)
-        Kt = default_intrinsics(h, w, dtype=torch.float64) if K_in is None else \
-            torch.as_tensor(np.asarray(K_in, dtype=np.float64))
-        if Kt.shape != (3, 3) or not torch.isfinite(Kt).all() or Kt[0, 0] <= 0 or Kt[1, 1] <= 0:
-            raise ValueError(f"K must be a finite 3x3 intrinsics matrix with positive focal lengths, got {Kt.tolist()}")
-        items.append({"kps": kps, "layout": lay, "K": Kt, "size": (h, w)})
+        items.append({"kps": kps, "layout": lay, "K": _as_K(K_in, h, w), "size": (h, w)})
     results: list[FitResult | None] = [None] * n
     np_ = lambda t: t.detach().cpu().numpy().astype(np.float64)  # noqa: E731
     for lay in dict.fromkeys(it["layout"] for it in items):
