@@ -239,6 +239,8 @@ class Fitter:
         layout = get_layout(layout)
         keypoints, K, image_size = self._check_inputs(keypoints, K, layout, image_size)
         P = keypoints.shape[0]
+        if isinstance(init, (list, tuple)) and len(init) != P:
+            raise ValueError(f"init is a list of {len(init)} per-person values for {P} people")
         if self.regressor is not None and (init is None or isinstance(init, (list, tuple))):
             init = self._regressed(keypoints, K, layout, None if init is None else list(init))
         if isinstance(init, (list, tuple)):
@@ -302,8 +304,6 @@ class Fitter:
         """A per-person list of inits: the people whose inits give the same fields are fitted together
         (people are independent problems, so the grouping changes no result), the outputs merged."""
         P = keypoints.shape[0]
-        if len(inits) != P:
-            raise ValueError(f"init is a list of {len(inits)} per-person values for {P} people")
         records = [None if v is None else as_params(v, 1, self.dtype, self.device) for v in inits]
         kinds = [() if r is None else r.given() for r in records]
         parts = []
