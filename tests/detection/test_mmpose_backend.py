@@ -184,4 +184,7 @@ def test_fit_runs_on_mmpose_keypoints(models, photo):
     k = detect(photo, backend="mmpose", config=config, checkpoint=ckpt, bboxes=BOXES[:2])
     result = fit(photo, k)
     assert len(result) == 2 and result.fitted.shape == (2,) and result.fitted.dtype == bool
-    assert result.pose.shape == (2, 72) and np.all(np.isfinite(result.pose))
+    assert result.pose.shape == (2, 72)
+    # the random-weight model's keypoints may be unfittable: fitted people have finite parameters, the others
+    # none (NaN, the result schema's null)
+    assert np.all(np.isfinite(result.pose[result.fitted])) and np.all(np.isnan(result.pose[~result.fitted]))
