@@ -59,14 +59,20 @@ def clean_keypoints(keypoints: torch.Tensor, producible: torch.Tensor, point_wei
     return xy, weights * usable.to(xy.dtype), usable
 
 
-def canonical_scale(xy: torch.Tensor, usable: torch.Tensor, fallback: float = 100.0) -> torch.Tensor:
-    """``CANONICAL_SIZE / size`` [P], ``size`` being the diagonal (px) of the box around each person's
-    usable points ``xy`` [P, J, 2] (``usable`` [P, J]); ``fallback`` px when that is below 1 px or undefined."""
+def box_diagonal(xy: torch.Tensor, usable: torch.Tensor) -> torch.Tensor:
+    """[P] diagonal (px) of the box around each person's usable points ``xy`` [P, J, 2] (``usable`` [P, J]);
+    0 for a person without any."""
     lo = torch.where(usable[..., None], xy, torch.full_like(xy, float("inf"))).amin(-2)
     hi = torch.where(usable[..., None], xy, torch.full_like(xy, float("-inf"))).amax(-2)
     size = (hi - lo).norm(dim=-1)
-    size = torch.where(torch.isfinite(size) & (size > 1), size, torch.full_like(size, fallback))
-    return CANONICAL_SIZE / size
+    return torch.where(torch.isfinite(size), size, torch.zeros_like(size))
+
+
+def canonical_scale(xy: torch.Tensor, usable: torch.Tensor, fallback: float = 100.0) -> torch.Tensor:
+    """``CANONICAL_SIZE / size`` [P], ``size`` being :func:`box_diagonal` of each person's usable points;
+    ``fallback`` px when that is below 1 px (or there are none)."""
+    size = box_diagonal(xy, usable)
+    return CANONICAL_SIZE / torch.where(size > 1, size, torch.full_like(size, fallback))
 
 
 def geman_mcclure(squared: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -38,7 +38,7 @@ from fitlib.fitting.config import FitConfig, Stage, load_config
 from fitlib.fitting.lm import LMSettings
 from fitlib.fitting.optimizers import runner
 from fitlib.fitting.refine import RefineObjective, RefineTargets, pack, refine, unpack
-from fitlib.fitting.starts import (FACING_CAMERA, TORSO, best_of_starts, best_rows, heading_starts,
+from fitlib.fitting.starts import (FACING_CAMERA, TORSO, best_of_starts, best_per_owner, heading_starts,
                                    initial_translation, point_indices, pose_starts, relaxed_pose)
 from fitlib.params import MAX_ABS_BETA, SMPLParams, as_params
 
@@ -116,14 +116,6 @@ keypoints) is flagged not fitted: it does not explain the keypoints (good fits a
 DEPTH_RANGE_M = (0.05, 1000.0)
 """A fit whose translation puts the body outside this depth range (metres) is flagged not fitted (an absurd
 focal length, keypoints that no body fits)."""
-
-
-def _spread(xy: torch.Tensor, usable: torch.Tensor) -> torch.Tensor:
-    """[P] diagonal (px) of the box around each person's usable keypoints (0 without any)."""
-    lo = torch.where(usable[..., None], xy, torch.full_like(xy, float("inf"))).amin(1)
-    hi = torch.where(usable[..., None], xy, torch.full_like(xy, float("-inf"))).amax(1)
-    size = (hi - lo).norm(dim=-1)
-    return torch.where(torch.isfinite(size), size, torch.zeros_like(size))
 
 
 class StageObjective:
@@ -256,8 +248,8 @@ class Fitter:
         P = keypoints.shape[0]
         xy, usable, targets, start = self._prepare(keypoints, K, layout, image_size, init)
         torso_idx = point_indices(layout, TORSO)
-        fitted = (usable[:, torso_idx].sum(1) >= self.config.min_torso_keypoints) & \
-            (_spread(xy, usable) >= MIN_SPREAD_PX)
+        spread = losses.box_diagonal(xy, usable)
+        fitted = (usable[:, torso_idx].sum(1) >= self.config.min_torso_keypoints) & (spread >= MIN_SPREAD_PX)
         params = start.clone()
         loss = torch.full((P,), float("nan"), dtype=self.dtype, device=self.device)
         converged = torch.zeros(P, dtype=torch.bool, device=self.device)
@@ -275,7 +267,7 @@ class Fitter:
         fitted &= (depth >= DEPTH_RANGE_M[0]) & (depth <= DEPTH_RANGE_M[1])  # e.g. a focal length of 1e-9 px
         fitted &= params.transl[:, :2].abs().amax(-1) <= MAX_LATERAL * depth.clamp(min=0)  # off to the side
         fitted &= params.betas.abs().amax(-1) <= MAX_ABS_BETA  # no human body
-        return self._output(params, loss, converged, fitted, iterations, keypoints, xy, usable, K, layout)
+        return self._output(params, loss, converged, fitted, iterations, spread, xy, usable, K, layout)
 
     def _regressed(self, keypoints, K, layout: KeypointLayout, inits: list | None) -> list | None:
         """Per-person inits with the regressor's estimates where the caller gave none (``start: regressor``);
@@ -401,8 +393,7 @@ class Fitter:
         if len(owner) > len(params):  # several starts for some people: screen them briefly, keep each one's best
             screen = refine(objective, x, dataclasses.replace(settings, max_iterations=cfg.refine.screen_iterations))
             iters.index_add_(0, owner, screen.iterations)
-            pick = best_rows(torch.nan_to_num(screen.loss, nan=float("inf")), owner, 1)
-            pick = pick[torch.argsort(owner[pick])]  # one row per person, in person order
+            pick = best_per_owner(screen.loss, owner)
             objective = RefineObjective(self.model, layout, weights, sigma, self.priors, rt.index(pick))
             x = screen.x[pick]
         res = refine(objective, x, settings)
@@ -433,7 +424,7 @@ class Fitter:
             loss = final(params, final.prepare(params, targets))
         return params, loss, c, total_iters
 
-    def _output(self, params: SMPLParams, loss, converged, fitted, iterations, keypoints, xy, usable, K,
+    def _output(self, params: SMPLParams, loss, converged, fitted, iterations, spread, xy, usable, K,
                 layout: KeypointLayout) -> FitOutput:
         vis = usable.to(self.dtype)
         with torch.no_grad():
@@ -442,7 +433,7 @@ class Fitter:
             dist = (projected - xy).norm(dim=-1)
             reproj = (dist * vis).sum(1) / vis.sum(1).clamp(min=1)
             projected[:, ~out.keypoint_mask] = float("nan")
-        fitted = fitted & (reproj <= MAX_RELATIVE_ERROR * _spread(xy, usable))  # e.g. a focal length of 1e-9 px
+        fitted = fitted & (reproj <= MAX_RELATIVE_ERROR * spread)  # e.g. a focal length of 1e-9 px
         reproj = torch.where(fitted, reproj, torch.full_like(reproj, float("nan")))
         return FitOutput(params.detach(), loss, reproj, converged & fitted, fitted, iterations, out.joints, projected)
 

@@ -93,9 +93,14 @@ def best_of_starts(problem: Objective, params: SMPLParams, targets, stage: Stage
     P = len(params)
     l, c, n = runner(config, stage)(problem, starts, targets.index(owner), stage, config)
     iters = torch.zeros(P, dtype=n.dtype, device=owner.device).index_add_(0, owner, n)
-    pick = best_rows(torch.nan_to_num(l, nan=float("inf")), owner, 1)
-    pick = pick[torch.argsort(owner[pick])]  # one row per person, in person order
+    pick = best_per_owner(l, owner)
     return starts.index(pick), l[pick], c[pick], iters
+
+
+def best_per_owner(loss: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+    """Index of the lowest-loss row of each owner (NaN counts as infinite), in owner order: [owners]."""
+    pick = best_rows(torch.nan_to_num(loss, nan=float("inf")), owner, 1)
+    return pick[torch.argsort(owner[pick])]
 
 
 def best_rows(loss: torch.Tensor, owner: torch.Tensor, k: int) -> torch.Tensor:

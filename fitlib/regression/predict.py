@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from fitlib.body.layouts import conversion_matrix, convert_keypoints, get_layout
-from fitlib.body.model import BodyModel, model_key, shared_body_model
+from fitlib.body.model import BodyModel, model_key, resolve_device, shared_body_model
 from fitlib.camera import project
 from fitlib.params import SMPLParams
 from fitlib.regression.checkpoint import load_regressor, shipped_path
@@ -123,7 +123,7 @@ def shared_regressor(checkpoint: str | Path | None = None, model: str | Path = "
     device, loaded on first use and reused after."""
     path = Path(checkpoint) if checkpoint is not None else shipped_path()
     stamp = path.stat().st_mtime_ns if path.is_file() else None
-    return _shared(str(path.resolve()), stamp, model_key(model), str(torch.device(device or "cpu")))
+    return _shared(str(path.resolve()), stamp, model_key(model), str(resolve_device(device)))
 
 
 @functools.lru_cache(maxsize=8)
