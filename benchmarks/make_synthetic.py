@@ -22,9 +22,11 @@ def main(argv: list[str] | None = None) -> list[Path]:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--split", default="test")
     ap.add_argument("--noise", type=float, default=Corruption.noise)
+    ap.add_argument("--clips", help="comma-separated training clips to use instead of the held-out ones (2D-only "
+                                    "data for training in the loop; never a test set)")
     args = ap.parse_args(argv)
     paths = make_synthetic(args.out, args.sequences, args.frames, args.seed, args.split, args.max_people, args.fps,
-                           Corruption(noise=args.noise))
+                           Corruption(noise=args.noise), args.clips.split(",") if args.clips else None)
     for p in paths:
         print(p)
     return paths

@@ -230,8 +230,12 @@ def make_sequence(model: BodyModel, clips: list, index: int, frames: int, rng: n
 
 
 def make_synthetic(out: str | Path, sequences: int = 4, frames: int = 40, seed: int = 0, split: str = "test",
-                   max_people: int = 2, fps: float = 30.0, corruption: Corruption | None = None) -> list[Path]:
+                   max_people: int = 2, fps: float = 30.0, corruption: Corruption | None = None,
+                   clips: list[str] | None = None) -> list[Path]:
     """Write ``sequences`` synthetic sequences of ``frames`` image frames to ``<out>/sequenceFiles/<split>``.
+
+    ``clips``: names of *training* clips to draw the motion from instead of the held-out evaluation clips
+    (None): 2D-only data for experiments with training in the loop, never a test set.
 
     Odd-numbered sequences have ``max_people`` people (3DPW has one or two), the others one.
     Image frames are taken every ``round(clip_fps / fps)`` mocap frames. Deterministic under ``seed``.
@@ -241,8 +245,15 @@ def make_synthetic(out: str | Path, sequences: int = 4, frames: int = 40, seed: 
         raise ValueError(f"need at least one sequence and one frame, got {sequences} x {frames}")
     corruption = corruption or Corruption()
     model = load_body_model("open")
-    clips = list(load_mocap("eval").items())
-    assert all(name in EVAL_CLIPS for name, _ in clips)
+    if clips is None:
+        clips = list(load_mocap("eval").items())
+        assert all(name in EVAL_CLIPS for name, _ in clips)
+    else:
+        train = load_mocap("train")
+        bad = [c for c in clips if c not in train]
+        if bad:
+            raise ValueError(f"clips must be training clips {sorted(train)}, got {bad}")
+        clips = [(c, train[c]) for c in clips]
     folder = Path(out) / "sequenceFiles" / split
     folder.mkdir(parents=True, exist_ok=True)
     paths = []

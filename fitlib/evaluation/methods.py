@@ -126,7 +126,7 @@ ORACLES = ("gt", "noisy_gt", "noisy_gt_strong")
 
 
 def method_factory(name: str) -> Callable[[], Method]:
-    """A method by name: a key of :data:`METHODS`; or a fitting config (a shipped config's name such as
+    """A method by name: a key of :data:`METHODS`, or ``regressor@checkpoint=PATH``; or a fitting config (a shipped config's name such as
     ``precise``, or a path to a ``.yaml``) with optional overrides, ``CONFIG@key=value@...`` (settings,
     e.g. ``default@pose_prior=none@pose_starts=0``, nested ones such as ``default@refine.weights.init_pull=30``
     or ``default@refine=null`` (the stages from an estimate), or a loss weight in every stage that has it,
@@ -137,6 +137,11 @@ def method_factory(name: str) -> Callable[[], Method]:
     init_name, plus, spec = name.rpartition("+")
     init = method_factory(init_name) if plus else None
     base, *overrides = spec.split("@")
+    if base == "regressor" and not plus:  # regressor@checkpoint=PATH: another regressor file
+        key, _, value = (overrides[0] if len(overrides) == 1 else "").partition("=")
+        if key != "checkpoint" or not value:
+            raise ValueError(f"method {name!r}: the regressor takes one override, checkpoint=PATH")
+        return lambda: regressor_method(value)
     try:
         config = load_config(base)
     except (ValueError, FileNotFoundError):

@@ -45,6 +45,27 @@ class LossWeights(BaseModel):
     """Only the last IEF iteration's estimate is supervised (SPIN); else every iteration, equally."""
 
 
+class LoopConfig(BaseModel):
+    """Training in the loop (``fitlib train-regressor --loop``, :mod:`fitlib.training.loop`): after the first
+    run, ``rounds`` times: label the unlabelled sources with the current regressor (regress, refine,
+    compare-and-replace in the store), then train ``steps_per_round`` more steps on batches of which
+    ``pseudo_fraction`` are the store's valid pseudo-labels (SMPL parameter loss where a label has SMPL, 2D
+    loss always) and the rest synthetic 3D-supervised samples."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    rounds: StrictInt = Field(3, ge=1)
+    steps_per_round: StrictInt = Field(500, ge=1)
+    pseudo_fraction: float = Field(0.5, ge=0, le=1)
+    lr: float = Field(2e-4, gt=0)
+    """Peak learning rate of each round (warm-up, then cosine decay within the round)."""
+    fit_config: str = "default"
+    """The fitting config that labels (its regressor is replaced by the current round's)."""
+    label_config: str = "labels"
+    every: StrictInt = Field(5, ge=1)
+    """Keep every n-th frame of video sources."""
+
+
 class TrainConfig(BaseModel):
     """Everything a training run depends on (stored in its checkpoints; a resumed run must match)."""
 
@@ -71,6 +92,7 @@ class TrainConfig(BaseModel):
     model: RegressorConfig = Field(default_factory=RegressorConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     loss: LossWeights = Field(default_factory=LossWeights)
+    loop: LoopConfig = Field(default_factory=LoopConfig)
 
 
 def _describe(error: dict) -> str:

@@ -64,6 +64,9 @@ class DataConfig(BaseModel):
 
     val_clips: list[str] = Field(default_factory=lambda: ["punch", "jump", "climb_seq_3"])
     """Training clips held out for validation (never trained on; EVAL_CLIPS are never read at all)."""
+    clips: list[str] | None = None
+    """Training clips whose frames are trained on (None: every training clip but ``val_clips``); e.g. to
+    hold some clips out as 2D-only data for training in the loop."""
     clip_balance: float = Prob(0.8)
     """Fraction of mocap frames drawn clip first (every clip equally likely), the rest uniformly over frames
     (validation: always clip first, so each validation clip counts equally)."""
@@ -129,6 +132,11 @@ class Batch:
     def to(self, device) -> "Batch":
         return Batch(**{k: getattr(self, k).to(device) for k in self.__dataclass_fields__})
 
+    @classmethod
+    def cat(cls, batches: list["Batch"]) -> "Batch":
+        """The samples of several batches in one (in order)."""
+        return Batch(**{k: torch.cat([getattr(b, k) for b in batches]) for k in cls.__dataclass_fields__})
+
 
 def _rot(axis: int, angle: torch.Tensor) -> torch.Tensor:
     v = torch.zeros(*angle.shape, 3, dtype=angle.dtype)
@@ -153,7 +161,12 @@ class SampleGenerator:
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         self.split = split
         clips = load_mocap("train")
-        names = [n for n in clips if (n in cfg.val_clips) == (split == "val")]
+        if cfg.clips is not None:
+            bad = [c for c in cfg.clips if c not in TRAIN_CLIPS or c in cfg.val_clips]
+            if bad:
+                raise ValueError(f"data.clips must be training clips that are not validation clips, got {bad}")
+        names = [n for n in clips if (n in cfg.val_clips) == (split == "val")
+                 and (split == "val" or cfg.clips is None or n in cfg.clips)]
         if not names:
             raise ValueError(f"no mocap clips for split {split!r}")
         self.clips = names

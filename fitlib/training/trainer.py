@@ -83,9 +83,11 @@ def regressor_loss(model: BodyModel, out: RegressorOutput, batch: Batch, weights
         box = weak_perspective_project(kp3d, out.pelvis, out.cam)
         proj = out.centre[None, :, None, None] + 0.5 * out.size[None, :, None, None, None] * box
     ones = torch.ones(len(lay), dtype=proj.dtype, device=proj.device)
-    det_xy, det_w, _ = losses.clean_keypoints(batch.keypoints, mask, ones, 0.0, True)
+    det_xy, det_w, det_use = losses.clean_keypoints(batch.keypoints, mask, ones, 0.0, True)
     gt_xy, gt_w, gt_use = losses.clean_keypoints(batch.gt_keypoints2d, mask, ones, 0.5, True)
-    scale = losses.canonical_scale(gt_xy, gt_use) / losses.CANONICAL_SIZE  # 1 / person size (px)
+    has_gt2d = batch.has_gt2d[:, None]  # the person's size from exact 2D where there is some (pseudo-labels: none)
+    ref_xy = torch.where(has_gt2d[..., None], gt_xy, det_xy)
+    scale = losses.canonical_scale(ref_xy, torch.where(has_gt2d, gt_use, det_use)) / losses.CANONICAL_SIZE  # 1 / size (px)
     sigma = weights.robust_sigma
     n = float(len(lay))
     l2d_det = losses.reprojection_loss(proj, det_xy[None, :, None], det_w[None, :, None], scale[None, :, None], sigma) / n
@@ -214,10 +216,20 @@ def plot_curves(rows: list[dict], path: Path) -> None:
 
 
 def train(config, out: str | Path, body_model: BodyModel | None = None, progress: bool = True,
-          stop_after: int | None = None, info: dict | None = None) -> dict:
+          stop_after: int | None = None, info: dict | None = None, init_weights: str | Path | None = None,
+          pseudo_labels=None) -> dict:
     """Train (or resume) a regressor in ``out``; returns the final validation metrics and paths.
 
-    ``stop_after``: stop (as if killed, after a checkpoint) at this step (for tests of resuming)."""
+    Args:
+        config: a training config (:func:`~fitlib.training.config.load_train_config`).
+        out: the run folder.
+        body_model: the model the samples are posed with (default: the open model).
+        stop_after: stop (as if killed, after a checkpoint) at this step (for tests of resuming).
+        info: recorded in the saved weights' header.
+        init_weights: a regressor file to start from (same network settings) instead of random weights.
+        pseudo_labels: a :class:`~fitlib.training.pseudo_labels.PseudoLabels`: that fraction of each batch
+            (``loop.pseudo_fraction``) comes from it, the rest is synthetic.
+    """
     from tqdm import tqdm
 
     cfg: TrainConfig = load_train_config(config)
@@ -231,6 +243,15 @@ def train(config, out: str | Path, body_model: BodyModel | None = None, progress
     loss_model = model if dev == model.joint_template.device else load_body_model("open", device=dev)
     torch.manual_seed(cfg.seed)
     net = Regressor(cfg.model).to(dev)
+    if init_weights is not None:
+        from fitlib.regression.checkpoint import load_regressor
+
+        start, _ = load_regressor(init_weights, dev)
+        try:
+            net.load_state_dict(start.state_dict())
+        except RuntimeError as exc:
+            raise ValueError(f"{init_weights}: its network does not match the config's model settings ({exc})") from None
+    n_pseudo = 0 if pseudo_labels is None else int(round(cfg.batch_size * cfg.loop.pseudo_fraction))
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     train_gen = SampleGenerator(model, cfg.data, "train", cfg.model.layout, cfg.seed)
     val_gen = SampleGenerator(model, cfg.data, "val", cfg.model.layout, cfg.seed + 1)
@@ -268,7 +289,10 @@ def train(config, out: str | Path, body_model: BodyModel | None = None, progress
     try:
         while step < total:
             t0 = time.perf_counter()
-            batch = train_gen.batch(step, cfg.batch_size).to(dev)
+            parts = [train_gen.batch(step, cfg.batch_size - n_pseudo)] if n_pseudo < cfg.batch_size else []
+            if n_pseudo:
+                parts.append(pseudo_labels.batch(step, n_pseudo, cfg.seed))
+            batch = Batch.cat(parts).to(dev)
             for group in opt.param_groups:
                 group["lr"] = _lr(cfg, step)
             torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout, reproducible on resume

@@ -1,0 +1,81 @@
+"""Training in the loop (SPIN's idea, on fitlib's store): the regressor initialises the fitter, the refined fits
+are kept per sample when better than the stored ones, and the stored valid fits supervise the regressor.
+
+``fitlib train-regressor --loop --store S --unlabelled SOURCE...``: a first run as without ``--loop`` (or
+``--init`` weights), then ``loop.rounds`` rounds of (1) a label job over the unlabelled sources
+(:func:`fitlib.labels.run_label_job`, 2D keypoints only: detected or given) with the current regressor as the
+fitter's init, written to the store as round ``r``; (2) ``loop.steps_per_round`` training steps from the
+current weights on batches mixing synthetic 3D-supervised samples and the store's pseudo-labels
+(:class:`~fitlib.training.pseudo_labels.PseudoLabels`). Each round has its run folder ``round_<r>/``.
+
+Resumable: a killed loop started again skips finished rounds (their weights exist), the label job skips the
+items its regressor already labelled, and a training run resumes from its checkpoint.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fitlib.io.atomic import atomic_write
+from fitlib.training.config import load_train_config
+from fitlib.training.trainer import train
+
+
+def round_config(cfg, r: int):
+    """The training config of loop round ``r`` (>= 1): one epoch of ``loop.steps_per_round`` steps at ``loop.lr``."""
+    steps = cfg.loop.steps_per_round
+    return cfg.model_copy(update={"epochs": 1, "steps_per_epoch": steps, "lr": cfg.loop.lr,
+                                  "warmup_steps": min(cfg.warmup_steps, steps // 5), "seed": cfg.seed + 1000 * r,
+                                  "checkpoint_every": min(cfg.checkpoint_every, steps)})
+
+
+def train_loop(config, out: str | Path, store: str | Path, unlabelled: list[str], *, init_weights: str | Path | None = None,
+               ray: str | bool | None = None, progress: bool = True, body_model=None) -> list[dict]:
+    """Run (or resume) training in the loop; returns one row per round (the label job's counts, the training's
+    validation metrics, the weights' path), also written to ``out/loop.json``.
+
+    Args:
+        config: a training config with its ``loop`` section.
+        out: the run folder (``round_0/`` ... ``round_<R>/``).
+        store: the label store file.
+        unlabelled: label sources (:func:`fitlib.labels.items`): images, videos, keypoint files, 3DPW-format
+            sets (their ground truth unused).
+        init_weights: a regressor to start from instead of the first run.
+        ray: run the label jobs on Ray (see :func:`fitlib.labels.run_label_job`).
+    """
+    from fitlib.body.model import load_body_model
+    from fitlib.fitting import load_config
+    from fitlib.labels import items, run_label_job
+    from fitlib.training.pseudo_labels import PseudoLabels
+
+    cfg = load_train_config(config)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = body_model or load_body_model("open")
+    history: list[dict] = []
+    if init_weights is None:
+        res = train(cfg, out / "round_0", model, progress=progress)
+        current = Path(res["out"]) / "regressor.pt"
+        history.append({"round": 0, "val": res["last"], "weights": str(current)})
+    else:
+        current = Path(init_weights)
+        history.append({"round": 0, "val": None, "weights": str(current)})
+    for r in range(1, cfg.loop.rounds + 1):
+        fit_cfg = load_config(cfg.loop.fit_config)
+        if fit_cfg.start != "regressor":
+            raise ValueError(f"loop.fit_config {cfg.loop.fit_config!r} does not start from the regressor (start: "
+                             f"{fit_cfg.start}); the loop needs one that does")
+        fit_cfg = fit_cfg.replace(regressor=str(current))
+        summary = run_label_job(items(unlabelled, every=cfg.loop.every), store, config=fit_cfg,
+                                label_config=cfg.loop.label_config, round=r, ray=ray, progress=progress)
+        pseudo = PseudoLabels(store, model, cfg.model.layout)
+        res = train(round_config(cfg, r), out / f"round_{r}", model, progress=progress, init_weights=current,
+                    pseudo_labels=pseudo, info={"loop_round": r, "store": str(store)})
+        current = Path(res["out"]) / "regressor.pt"
+        history.append({"round": r, "labels": {k: getattr(summary, k) for k in
+                                               ("fitted", "new", "replaced", "kept", "invalid", "failed")},
+                        "pseudo_labels": len(pseudo), "with_smpl": int(pseudo.has_smpl.sum()), "val": res["last"],
+                        "weights": str(current)})
+        with atomic_write(out / "loop.json") as fh:
+            fh.write(json.dumps(history, indent=1).encode())
+    return history
