@@ -10,7 +10,13 @@ from setuptools import find_packages, setup
 setup(
     name="fitlib",
     version="0.1.0",
-    description="Recover SMPL bodies from single images: batched SMPLify-style fitting with free body models and priors.",
+    description="Recover SMPL bodies from images and videos: a learned init refined by batched SMPLify-style fitting, with free body models, priors and pseudo-label jobs.",
+    license_expression="Apache-2.0",  # SPDX (PEP 639); setuptools >= 77 deprecates the licence classifier
+    license_files=["LICENSE"],
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Operating System :: OS Independent",
+    ],
     python_requires=">=3.10",
     packages=find_packages(include=["fitlib", "fitlib.*"]) + ["fitlib.priors_data", "fitlib.configs"],
     package_dir={"fitlib": "fitlib", "fitlib.priors_data": "priors", "fitlib.configs": "configs"},
@@ -37,6 +43,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7"],
+        "ray": ["ray>=2.9"],  # label jobs beyond one machine (fitlib label --ray)
+        "video": ["av>=14"],  # H.264 overlay videos (PyAV's wheels bundle FFmpeg with libx264); else VP9 .webm
     },
     entry_points={"console_scripts": ["fitlib=fitlib.cli:main"]},
 )

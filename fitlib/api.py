@@ -37,9 +37,16 @@ def _fitter(model: tuple, config_json: str, device: str) -> Fitter:
 
 
 def _as_keypoints(keypoints: Any, layout: str) -> tuple[np.ndarray, str]:
-    """[P, J, 3] array and layout name from an array, a Keypoints, or mmpose output."""
+    """[P, J, 3] array and layout name from an array, a Keypoints, OpenPose / COCO annotation JSON (a path or
+    the parsed dict, :func:`fitlib.interop.foreign_keypoints`), or mmpose output."""
     if isinstance(keypoints, Keypoints):
         return np.asarray(keypoints.keypoints, dtype=np.float64), keypoints.layout
+    if isinstance(keypoints, (str, dict)) or hasattr(keypoints, "__fspath__"):
+        from fitlib.interop.keypoint_files import foreign_keypoints
+
+        found = foreign_keypoints(keypoints)
+        if found is not None:
+            return np.asarray(found.keypoints, dtype=np.float64), found.layout
     if isinstance(keypoints, torch.Tensor):
         keypoints = keypoints.detach().cpu().numpy()
     try:

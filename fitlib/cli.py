@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import logging
 import math
+import os
 import stat
 import sys
 from pathlib import Path
 
-from fitlib.io.images import DEFAULT_MAX_PIXELS
+from fitlib.io.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 CHUNK_PIXELS = 200_000_000
 """Most pixels ``fitlib fit`` holds decoded at once (a chunk closes early when its images reach it; about
@@ -20,51 +21,73 @@ CHUNK_PIXELS = 200_000_000
 
 MAX_KEYPOINT_FILE_BYTES = 64 * 2**20
 
+_log = logging.getLogger(__name__)
+
+MESH_FRAME = "world"
+"""The frame of the meshes ``fitlib fit`` writes (y up, standing on y = 0: :meth:`FitResult.export_meshes`);
+recorded with them, so meshes written in the camera frame by older versions are written again."""
+
 _DISK_ERRORS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EROFS}
 """Write errors after which every further write fails too: the run stops."""
 
 
-def _images(target: Path) -> tuple[list[Path], list[str]]:
-    """The images to fit (a folder's regular files with an image suffix, sorted, or the one file given) and
-    the names skipped because they are not regular files (a FIFO, a device, a folder named ``x.jpg``),
-    each reported on stderr. SystemExit for a missing target, a folder without images, or two images
-    whose outputs would share a name."""
+def _images(target: Path, exclude: Path | None = None) -> tuple[list[Path], list[str]]:
+    """The images to fit (a folder's regular files with an image suffix, in its subfolders too, sorted, or
+    the one file given) and the names skipped because they are not regular files (a FIFO, a device, a folder
+    named ``x.jpg``), each reported as a warning. ``exclude`` (the output folder, when it lies inside the
+    folder) is not searched; symbolic links to folders are not followed. SystemExit for a missing target, a
+    folder without images, or two images whose outputs would share a name."""
     if target.is_dir():
         images, skipped = [], []
-        for p in sorted(target.iterdir()):
+        skip_dir = exclude.resolve() if exclude is not None else None
+        found = []
+        for root, dirs, files in os.walk(target):
+            dirs[:] = sorted(d for d in dirs if skip_dir is None or (Path(root) / d).resolve() != skip_dir)
+            found += [Path(root) / f for f in files]
+            found += [Path(root) / d for d in dirs if d.lower().endswith(IMAGE_SUFFIXES)]
+        for p in sorted(found, key=lambda q: q.relative_to(target).as_posix()):
             if p.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
             try:
                 regular = stat.S_ISREG(p.stat().st_mode)
             except OSError:
                 regular = False
+            rel = p.relative_to(target).as_posix()
             if regular:
                 images.append(p)
             else:
-                skipped.append(p.name)
-                print(f"fitlib: skipped {p.name}: not a regular file (a FIFO, device, folder or broken link)",
-                      file=sys.stderr)
+                skipped.append(rel)
+                _log.warning("fitlib: skipped %s: not a regular file (a FIFO, device, folder or broken link)", rel)
         by_stem: dict[str, list[str]] = {}
         for p in images:
-            by_stem.setdefault(p.stem, []).append(p.name)
+            by_stem.setdefault(_output_name(p, target), []).append(p.relative_to(target).as_posix())
         clashes = [names for names in by_stem.values() if len(names) > 1]
         if clashes:  # outputs are named by stem: x.jpg and x.png would overwrite each other's
             raise SystemExit(f"fitlib: images with the same name would write the same outputs: {clashes}; "
                              f"rename or move them")
         if not images:
-            raise SystemExit(f"fitlib: no images to fit in {target} (looked for regular files ending in "
-                             f"{', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise SystemExit(f"fitlib: no images to fit in {target} or its subfolders (looked for regular files "
+                             f"ending in {', '.join(sorted(IMAGE_SUFFIXES))})")
         return images, skipped
     if not target.exists():
         raise SystemExit(f"fitlib: {target} does not exist")
     return [target], []
 
 
-def _previous(result_file: Path, out: Path, settings: dict, mesh_format: str):
+def _output_name(path: Path, target: Path) -> str:
+    """The name an image's outputs take under ``--out``: its path relative to the folder given, without the
+    suffix (``sub/x`` for ``FOLDER/sub/x.jpg``: subfolders are mirrored), or its stem for a single file."""
+    if target.is_dir():
+        return path.relative_to(target).with_suffix("").as_posix()
+    return path.stem
+
+
+def _previous(result_file: Path, settings: dict, wanted: dict):
     """What a previous run left for an image: ``("done", result)`` when its result loads, was made with
-    these settings (config, body model, keypoints) and all its outputs exist in this mesh format;
-    ``("outputs", result)`` when the fit can be reused but outputs are missing or in another format;
-    ``("fit", None)`` otherwise (no result, a damaged one, or other settings)."""
+    these settings (config, body model, keypoints) and all the outputs ``wanted`` (:func:`_wanted`) exist
+    (meshes in this format); ``("outputs", result)`` when the fit can be reused but outputs are missing or
+    in another format; ``("fit", None)`` otherwise (no result, a damaged one, or other settings). Outputs
+    are recorded relative to the result's folder."""
     from fitlib.result import FitResult
 
     if not result_file.exists():
@@ -75,26 +98,47 @@ def _previous(result_file: Path, out: Path, settings: dict, mesh_format: str):
         return "fit", None
     if any(result.provenance.get(k) != v for k, v in settings.items()):
         return "fit", None
-    outputs = result.outputs
+    outputs, folder = result.outputs, result_file.parent
     meshes = outputs.get("meshes")
     overlay = outputs.get("overlay")
-    complete = (outputs.get("mesh_format") == mesh_format and isinstance(meshes, list)
-                and len(meshes) == int(result.fitted.sum()) and isinstance(overlay, str)
-                and all(isinstance(m, str) and (out / m).is_file() for m in meshes + [overlay]))
+    complete = True
+    if wanted["meshes"]:
+        complete = (outputs.get("mesh_format") == wanted["mesh_format"] and outputs.get("mesh_frame") == MESH_FRAME
+                    and isinstance(meshes, list)
+                    and len(meshes) == int(result.fitted.sum())
+                    and all(isinstance(m, str) and (folder / m).is_file() for m in meshes))
+    if wanted["overlay"]:
+        complete = complete and isinstance(overlay, str) and (folder / overlay).is_file()
     return ("done" if complete else "outputs"), result
 
 
-def _write_outputs(path: Path, image, result, out: Path, mesh_format: str, settings: dict, body_model) -> None:
-    """Write an image's meshes, overlay and (last, marking it done) result JSON, each atomically; the
-    result records the settings that made it and the outputs written. Raises OSError as the disk does."""
+def _wanted(args) -> dict:
+    """The outputs ``fitlib fit`` is asked for: meshes (and their format), overlay (with a side view or
+    not), the result file's format."""
+    return {"meshes": not args.no_meshes, "mesh_format": args.mesh_format, "overlay": not args.no_overlay,
+            "side_view": not args.no_side_view, "result_format": args.result_format}
+
+
+def _write_outputs(name: str, image, result, out: Path, wanted: dict, settings: dict, body_model) -> None:
+    """Write an image's meshes and overlay (those ``wanted``) and, last, marking it done, its result
+    (``out/<name>.json`` or ``.npz``), each atomically; the result records the settings that made it and the
+    outputs written, relative to its folder. Raises OSError as the disk does."""
     from fitlib.io.images import save_image
 
-    meshes = result.export_meshes(out / f"{path.stem}_meshes", fmt=mesh_format, body_model=body_model)
-    overlay = save_image(result.render_overlay(image, body_model=body_model), out / f"{path.stem}_overlay.png")
+    folder, base = (out / name).parent, Path(name).name
+    folder.mkdir(parents=True, exist_ok=True)
+    written: dict = {}
+    if wanted["meshes"]:
+        meshes = result.export_meshes(folder / f"{base}_meshes", fmt=wanted["mesh_format"], body_model=body_model,
+                                      frame=MESH_FRAME)
+        written.update(mesh_format=wanted["mesh_format"], mesh_frame=MESH_FRAME,
+                       meshes=[m.relative_to(folder).as_posix() for m in meshes])
+    if wanted["overlay"]:
+        picture = result.render_overlay(image, body_model=body_model, side_view=wanted["side_view"])
+        written["overlay"] = save_image(picture, folder / f"{base}_overlay.png").name
     result.provenance.update(settings)
-    result.outputs = {"mesh_format": mesh_format, "meshes": [m.relative_to(out).as_posix() for m in meshes],
-                      "overlay": overlay.name}
-    result.save(out / f"{path.stem}.json")
+    result.outputs = written
+    result.save(folder / f"{base}.{wanted['result_format']}")
 
 
 def _positive_int(text: str) -> int:
@@ -104,9 +148,10 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _keypoints_source(path: str | None):
+def _keypoints_source(path: str | None, image: Path | None = None):
     """The ``--keypoints`` file's predictions (a one-image list for ``fit_batch``, or None to detect) and how
-    results record them (its name and SHA-256, or ``"detector"``)."""
+    results record them (its name and SHA-256, or ``"detector"``). The file may be mmpose / fitlib detection
+    JSON, an OpenPose JSON frame or COCO keypoint annotations (``image`` picks its entry by file name)."""
     import hashlib
 
     from fitlib.detection import keypoints_from_mmpose
@@ -119,7 +164,11 @@ def _keypoints_source(path: str | None):
         data = json.loads(raw)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ValueError(f"--keypoints file {path} is not JSON ({exc})") from None
-    return [keypoints_from_mmpose(data)], {"file": Path(path).name, "sha256": hashlib.sha256(raw).hexdigest()}
+    from fitlib.interop.keypoint_files import foreign_keypoints
+
+    found = foreign_keypoints(data, image=image, source=str(path))
+    return ([found if found is not None else keypoints_from_mmpose(data)],
+            {"file": Path(path).name, "sha256": hashlib.sha256(raw).hexdigest()})
 
 
 def _cmd_fit(args) -> int:
@@ -133,7 +182,7 @@ def _cmd_fit(args) -> int:
     from tqdm import tqdm
 
     from fitlib.api import fit_batch
-    from fitlib.body.model import model_identity, shared_body_model
+    from fitlib.body.model import model_identity, resolve_device, shared_body_model
     from fitlib.io.images import load_image
     from fitlib.result import config_hash
 
@@ -141,14 +190,27 @@ def _cmd_fit(args) -> int:
     if out.exists() and not out.is_dir():
         raise SystemExit(f"fitlib: --out {out} is a file, not a folder (results, meshes and overlays go into a "
                          "folder)")
-    images, unreadable = _images(Path(args.image))
+    resolve_device(args.device)  # an unknown or absent device is refused before anything is read
+    target = Path(args.image)
+    from fitlib.video.cli import run_videos, video_targets  # videos: fitlib/video/cli.py
+
+    videos, only_videos = video_targets(Path(args.image), out, IMAGE_SUFFIXES)
+    video_status = run_videos(args, videos, out) if videos else 0
+    if only_videos:
+        return video_status
+    images, unreadable = _images(target, exclude=out)
+    wanted = _wanted(args)
+
+    def shown(path: Path) -> str:  # an image's name in messages: its path under the folder given
+        return path.relative_to(target).as_posix() if target.is_dir() else path.name
+
     if args.keypoints and len(images) != 1:
         raise SystemExit("fitlib: --keypoints goes with a single image")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SystemExit(f"fitlib: cannot create the output folder {out}: {exc.strerror or exc}") from None
-    keypoints, kp_source = _keypoints_source(args.keypoints)
+    keypoints, kp_source = _keypoints_source(args.keypoints, images[0] if args.keypoints else None)
     if args.model == "open":
         from fitlib.body.open_model import ensure_open_model
 
@@ -159,7 +221,7 @@ def _cmd_fit(args) -> int:
     finish = []  # (path, reusable result) whose outputs are missing or in another format
     for p in images:
         status, previous = ("fit", None) if args.overwrite else \
-            _previous(out / f"{p.stem}.json", out, settings, args.mesh_format)
+            _previous(out / f"{_output_name(p, target)}.{args.result_format}", settings, wanted)
         if status == "outputs":
             finish.append((p, previous))
         elif status == "fit":
@@ -174,12 +236,12 @@ def _cmd_fit(args) -> int:
     def write(path: Path, image, result) -> bool:
         nonlocal written
         try:
-            _write_outputs(path, image, result, out, args.mesh_format, settings, body_model)
+            _write_outputs(_output_name(path, target), image, result, out, wanted, settings, body_model)
         except (OSError, ValueError) as exc:  # ValueError: an overlay OpenCV could not encode
-            unwritable.append(path.name)
+            unwritable.append(shown(path))
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            tqdm.write(f"fitlib: could not write the outputs of {path.name} in {out}: {reason}; "
-                       "it is not marked done", file=sys.stderr)
+            _log.error("fitlib: could not write the outputs of %s in %s: %s; it is not marked done", shown(path),
+                       out, reason)
             if isinstance(exc, OSError) and exc.errno in _DISK_ERRORS:
                 raise _StopRun(f"the disk of {out} is full or read-only") from None
             return False
@@ -187,17 +249,19 @@ def _cmd_fit(args) -> int:
         return True
 
     try:
-        with tqdm(total=len(todo) + len(finish), desc="fitting", unit="image",
+        # miniters=1: every image moves the bar (tqdm's adaptive miniters would skip the quick writes that
+        # follow a batch's long fit, leaving the bar at 0 % until the next batch)
+        with tqdm(total=len(todo) + len(finish), desc="fitting", unit="image", miniters=1, mininterval=0,
                   disable=len(todo) + len(finish) < 2) as bar:
             for path, result in finish:
                 try:
                     image = load_image(path, max_pixels=args.max_pixels)
                 except (ValueError, FileNotFoundError) as exc:
-                    failed.append(path.name)
-                    tqdm.write(f"fitlib: skipped {path.name}: {exc}", file=sys.stderr)
+                    failed.append(shown(path))
+                    _log.warning("fitlib: skipped %s: %s", shown(path), exc)
                 else:
                     if write(path, image, result):
-                        tqdm.write(f"{path.name}: outputs completed from the previous fit")
+                        tqdm.write(f"{shown(path)}: outputs completed from the previous fit")
                 bar.update(1)
             queue = list(todo)
             while queue:
@@ -207,8 +271,8 @@ def _cmd_fit(args) -> int:
                     try:
                         image = load_image(path, max_pixels=args.max_pixels)
                     except (ValueError, FileNotFoundError) as exc:
-                        failed.append(path.name)
-                        tqdm.write(f"fitlib: skipped {path.name}: {exc}", file=sys.stderr)
+                        failed.append(shown(path))
+                        _log.warning("fitlib: skipped %s: %s", shown(path), exc)
                         bar.update(1)
                         continue
                     chunk.append(path)
@@ -216,30 +280,66 @@ def _cmd_fit(args) -> int:
                     held += image.shape[0] * image.shape[1]
                 if not chunk:
                     continue
-                results = fit_batch(pixels, keypoints, config=args.config, model=args.model)
+                bar.set_postfix_str(f"fitting {len(chunk)} image(s) in one batch")
+                results = fit_batch(pixels, keypoints, config=args.config, model=args.model, device=args.device)
+                bar.set_postfix_str("writing")
                 for path, image, result in zip(chunk, pixels, results):
                     if write(path, image, result):
                         errs = ", ".join(f"{e:.1f}" if math.isfinite(e) else "-" for e in result.reprojection_error)
-                        tqdm.write(f"{path.name}: {int(result.fitted.sum())}/{len(result)} people fitted; "
+                        tqdm.write(f"{shown(path)}: {int(result.fitted.sum())}/{len(result)} people fitted; "
                                    f"reprojection error px [{errs}]")
                     bar.update(1)
                 del pixels, results
     except KeyboardInterrupt:
-        print(f"\nfitlib: interrupted: {already + written} of {len(images)} images done in {out} ({written} in this "
-              "run); run the same command again to resume", file=sys.stderr)
+        _log.error("\nfitlib: interrupted: %d of %d images done in %s (%d in this run); run the same command again "
+                   "to resume", already + written, len(images), out, written)
         return 130
     except _StopRun as stop:
-        print(f"fitlib: stopped: {stop}; {already + written} of {len(images)} images done in {out}; free some space "
-              "and run the same command again to resume", file=sys.stderr)
+        _log.error("fitlib: stopped: %s; %d of %d images done in %s; free some space and run the same command again "
+                   "to resume", stop, already + written, len(images), out)
         return 1
     status = 0
     if failed:
-        print(f"fitlib: {len(failed)} image(s) could not be read and were skipped: {failed}", file=sys.stderr)
+        _log.error("fitlib: %d image(s) could not be read and were skipped: %s", len(failed), failed)
         status = 1
     if unwritable:
-        print(f"fitlib: the outputs of {len(unwritable)} image(s) could not be written: {unwritable}", file=sys.stderr)
+        _log.error("fitlib: the outputs of %d image(s) could not be written: %s", len(unwritable), unwritable)
         status = 1
-    return status
+    return max(status, video_status)
+
+
+def _version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("fitlib")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class _TqdmHandler(logging.Handler):
+    """Log records as lines on (the current) ``sys.stderr``, through ``tqdm.write`` so that a progress bar
+    stays intact."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging must not raise
+            self.handleError(record)
+
+
+def _log_to_stderr() -> None:
+    """Show fitlib's log records (INFO and up, unless the ``fitlib`` logger was given a level) on stderr, once
+    per process: the command line's reporting. The library itself only logs."""
+    logger = logging.getLogger("fitlib")
+    if not any(isinstance(h, _TqdmHandler) for h in logger.handlers):
+        handler = _TqdmHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
 
 
 class _StopRun(Exception):
@@ -338,6 +438,19 @@ def _cmd_extract_mocap(args) -> int:
 def _cmd_train_regressor(args) -> int:
     from fitlib.training.trainer import train
 
+    if args.loop:
+        from fitlib.training.loop import train_loop
+
+        if not args.store or not args.unlabelled:
+            raise ValueError("--loop needs --store and --unlabelled SOURCE...")
+        rows = train_loop(args.config, args.out, args.store, args.unlabelled, init_weights=args.init,
+                          ray=None if args.ray is None else (True if args.ray == "" else args.ray),
+                          progress=not args.quiet)
+        for r in rows:
+            val = r["val"]["val_pa_mpjpe14"] if r.get("val") else float("nan")
+            print(f"round {r['round']}: val PA-MPJPE-14 {val:.1f} mm" +
+                  (f"; labels {r['labels']}, {r['pseudo_labels']} valid" if "labels" in r else "") + f"; {r['weights']}")
+        return 0
     info = {"command": f"fitlib train-regressor --config {args.config} --out {args.out}"}
     res = train(args.config, args.out, progress=not args.quiet, info=info)
     print(f"trained {res['step']} steps in {res['seconds'] / 60:.1f} min; best validation PA-MPJPE-14 "
@@ -347,17 +460,28 @@ def _cmd_train_regressor(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fitlib", description="Fit SMPL bodies to people in images.")
+    parser.add_argument("--version", action="version", version=f"fitlib {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("fit", help="fit an image or a folder of images (detects people when no keypoints are given)")
-    p.add_argument("image", help="an image file or a folder of images")
-    p.add_argument("--keypoints", help="mmpose predictions (JSON) for the image")
+    p.add_argument("image", help="an image or video file (.mp4 .avi .mov .mkv .webm), or a folder of them")
+    p.add_argument("--keypoints", help="keypoints for the image: mmpose predictions, an OpenPose frame or COCO "
+                   "keypoint annotations (JSON)")
     p.add_argument("--out", required=True, help="output folder: result JSON, meshes, overlay PNG")
     p.add_argument("--config", default=None, help="fitting config name or YAML path (default: default)")
     p.add_argument("--model", default="open", help="'open' or an SMPL model file/folder")
-    p.add_argument("--mesh-format", default="obj", choices=["obj", "ply"])
+    p.add_argument("--mesh-format", default="obj", choices=["obj", "ply", "glb"])
+    p.add_argument("--no-meshes", action="store_true", help="write no meshes")
+    p.add_argument("--no-overlay", action="store_true", help="write no overlay picture")
+    p.add_argument("--no-side-view", action="store_true",
+                   help="overlay without the side view beside the photo (the people turned 90 degrees)")
+    p.add_argument("--result-format", default="json", choices=["json", "npz"],
+                   help="file format of each image's result (default json; same schema, docs/RESULT_SCHEMA.md)")
+    p.add_argument("--device", default=None, help="torch device to fit on, e.g. cpu, cuda, cuda:1 (default cpu)")
     p.add_argument("--batch-images", type=_positive_int, default=16,
                    help="images whose people are fitted in one batch")
     p.add_argument("--overwrite", action="store_true", help="refit images that already have a result")
+    p.add_argument("--every", type=_positive_int, default=1, help="videos: fit every n-th frame")
+    p.add_argument("--max-frames", type=_positive_int, default=None, help="videos: fit at most this many frames")
     p.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS,
                    help=f"refuse images with more pixels than this (default {DEFAULT_MAX_PIXELS:,})")
     p.set_defaults(run=_cmd_fit)
@@ -391,18 +515,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="regressor", help="training config name (configs/train/) or YAML path")
     p.add_argument("--out", required=True, help="run folder: checkpoint, log.jsonl, loss_curve.png, regressor.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--loop", action="store_true", help="training in the loop: label --unlabelled with the regressor, "
+                                                        "train on the store's pseudo-labels, repeat (loop: in the config)")
+    p.add_argument("--store", help="with --loop: the label store")
+    p.add_argument("--unlabelled", nargs="+", help="with --loop: label sources with 2D only (see fitlib label)")
+    p.add_argument("--init", help="with --loop: start from these weights instead of a first run")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS", help="with --loop: label on Ray")
     p.set_defaults(run=_cmd_train_regressor)
+    from fitlib.labels.cli import register as register_labels
+
+    register_labels(sub)
     args = parser.parse_args(argv)
+    _log_to_stderr()
     try:
         return args.run(args)
     except KeyboardInterrupt:
-        print("\nfitlib: interrupted", file=sys.stderr)
+        _log.error("\nfitlib: interrupted")
         return 130
     except (ValueError, FileNotFoundError, ImportError) as exc:
-        print(f"fitlib: error: {exc}", file=sys.stderr)
+        _log.error("fitlib: error: %s", exc)
         return 2
     except OSError as exc:  # e.g. a full disk or a permission error while writing
-        print(f"fitlib: error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", file=sys.stderr)
+        _log.error("fitlib: error: %s%s", exc.strerror or exc, f": {exc.filename}" if exc.filename else "")
         return 1
 
 

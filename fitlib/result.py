@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
@@ -181,6 +180,17 @@ class FitResult:
     def __len__(self) -> int:
         return int(self.pose.shape[0])
 
+    def __repr__(self) -> str:
+        """One line: ``FitResult(2 people, 2 fitted, open model, coco17, 810x1080 px, mean reprojection 1.7 px)``
+        (image size as width x height; the mean over fitted people)."""
+        n, fitted = len(self), int(self.fitted.sum())
+        model = "open model" if self.model == "open" else f"model {Path(self.model).name}"
+        errors = self.reprojection_error[self.fitted]
+        errors = errors[np.isfinite(errors)]
+        error = f", mean reprojection {errors.mean():.1f} px" if errors.size else ""
+        return (f"FitResult({n} {'person' if n == 1 else 'people'}, {fitted} fitted, {model}, {self.layout}, "
+                f"{self.image_size[1]}x{self.image_size[0]} px{error})")
+
     @property
     def params(self) -> SMPLParams:
         """The parameters as an :class:`~fitlib.params.SMPLParams` (float64 tensors; NaN rows for people
@@ -188,6 +198,38 @@ class FitResult:
         return SMPLParams.from_pose(torch.from_numpy(np.asarray(self.pose, np.float64)),
                                     torch.from_numpy(np.asarray(self.betas, np.float64)),
                                     torch.from_numpy(np.asarray(self.transl, np.float64)))
+
+    def pose_rotmat(self) -> np.ndarray:
+        """The pose as rotation matrices [P, 24, 3, 3] (joint 0 the orientation in the camera frame); NaN for
+        people not fitted."""
+        pose = np.asarray(self.pose, np.float64).reshape(len(self), 24, 3)
+        theta = np.linalg.norm(pose, axis=-1, keepdims=True)
+        axis = np.where(theta > 1e-12, pose / np.maximum(theta, 1e-300), 0.0)
+        x, y, z = axis[..., 0], axis[..., 1], axis[..., 2]
+        zero = np.zeros_like(x)
+        k = np.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).reshape(*pose.shape[:2], 3, 3)
+        s, c = np.sin(theta)[..., None], np.cos(theta)[..., None]
+        return np.eye(3) + s * k + (1 - c) * (k @ k)
+
+    def smplx_kwargs(self, as_rotmat: bool = False, dtype: torch.dtype = torch.float32,
+                     device: str | torch.device | None = None) -> dict[str, Any]:
+        """The parameters as ``smplx.SMPL``'s forward takes them: ``smpl(**result.smplx_kwargs())``.
+
+        Returns:
+            ``global_orient`` [P, 3], ``body_pose`` [P, 69] (axis-angle, radians), ``betas`` [P, 10], ``transl``
+            [P, 3] (metres, camera frame: OpenCV x right, y down, z forward) as tensors of ``dtype`` on
+            ``device``. With ``as_rotmat``: ``global_orient`` [P, 1, 3, 3], ``body_pose`` [P, 23, 3, 3] rotation
+            matrices and ``pose2rot=False`` (which smplx then needs). Rows of people not fitted are NaN. The
+            betas belong to the result's ``model`` (the open model's are not SMPL's).
+        """
+        t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)  # noqa: E731
+        out: dict[str, Any] = {"betas": t(self.betas), "transl": t(self.transl)}
+        if as_rotmat:
+            rot = self.pose_rotmat()
+            out.update(global_orient=t(rot[:, :1]), body_pose=t(rot[:, 1:]), pose2rot=False)
+        else:
+            out.update(global_orient=t(self.pose[:, :3]), body_pose=t(self.pose[:, 3:]))
+        return out
 
     # ------------------------------------------------------------ geometry
     def _body_model(self, body_model: Any, what: str):
@@ -231,22 +273,51 @@ class FitResult:
             out[rows] = posed.vertices.cpu().numpy()
         return out
 
-    def export_meshes(self, out_dir: str | Path, fmt: str = "obj", body_model: Any = None) -> list[Path]:
-        """Write one mesh per fitted person, ``out_dir/person_{i}.{obj,ply}`` (metres, camera frame), each
-        atomically (:func:`fitlib.io.atomic_write`); returns the paths. Raises OSError as the file system does
-        (e.g. a full disk), leaving no partial mesh."""
+    def export_meshes(self, out_dir: str | Path, fmt: str = "obj", body_model: Any = None,
+                      frame: str = "world") -> list[Path]:
+        """Write one mesh per fitted person, ``out_dir/person_{i}.{obj,ply,glb}`` (metres, with vertex normals),
+        each atomically (:func:`fitlib.io.atomic_write`); returns the paths. Raises OSError as the file system
+        does (e.g. a full disk), leaving no partial mesh.
+
+        Args:
+            out_dir: the folder (created if missing).
+            fmt: ``"obj"``, ``"ply"`` or ``"glb"`` (binary glTF 2.0, what Blender, three.js and most viewers open).
+            body_model: as for :meth:`vertices`.
+            frame: ``"world"`` (default): y up, the people standing on y = 0 near the origin, the way Blender
+                (with its glTF / OBJ importers' y-up setting) and glTF viewers expect. Exactly: the camera frame
+                (OpenCV: x right, y down, z forward) turned 180 degrees about its x axis, ``(x, y, z) ->
+                (x, -y, -z)`` (x right, y up, the camera looking along -z from the origin, glTF's camera
+                convention), then moved by one offset for all people of the image: x and z by minus the mean of
+                the fitted people's pelvis (joint 0) x and z, y by minus the lowest vertex's y. The people keep
+                their placement relative to each other; "up" is the camera's up (a tilted camera leaves them
+                tilted as much). ``"camera"``: the camera frame as fitted (as fitlib wrote meshes before).
+        """
         import trimesh
 
-        if fmt not in ("obj", "ply"):
-            raise ValueError(f"mesh format must be 'obj' or 'ply', got {fmt!r}")
+        if fmt not in ("obj", "ply", "glb"):
+            raise ValueError(f"mesh format must be 'obj', 'ply' or 'glb', got {fmt!r}")
+        if frame not in ("world", "camera"):
+            raise ValueError(f"frame must be 'world' or 'camera', got {frame!r}")
         bm = self._body_model(body_model, "export_meshes")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = []
-        for i, verts in enumerate(self.vertices(bm)):
+        all_verts = self.vertices(bm)
+        if frame == "world" and self.fitted.any():
+            turn = np.array([1.0, -1.0, -1.0])  # 180 degrees about x
+            all_verts = all_verts * turn
+            fitted = self.fitted
+            pelvis = self.joints[fitted, 0] * turn
+            offset = np.array([pelvis[:, 0].mean(), all_verts[fitted][..., 1].min(), pelvis[:, 2].mean()])
+            all_verts = all_verts - offset
+        normal_option = {"obj": {"include_normals": True}, "ply": {"vertex_normal": True},
+                         "glb": {"include_normals": True}}[fmt]
+        for i, verts in enumerate(all_verts):
             if not self.fitted[i]:
                 continue
-            data = trimesh.Trimesh(verts, bm.faces, process=False).export(file_type=fmt)
+            mesh = trimesh.Trimesh(verts, bm.faces, process=False)
+            _ = mesh.vertex_normals  # computed now, so that every format writes them
+            data = mesh.export(file_type=fmt, **normal_option)
             path = out_dir / f"person_{i}.{fmt}"
             with atomic_write(path) as fh:
                 fh.write(data.encode() if isinstance(data, str) else data)
@@ -254,12 +325,29 @@ class FitResult:
         return paths
 
     # ------------------------------------------------------------- drawing
-    def render_overlay(self, image: str | Path | np.ndarray, body_model: Any = None, alpha: float = 0.6) -> np.ndarray:
-        """The image the fit was made on (a path or an array, as :func:`fitlib.fit` takes it) with each
-        fitted mesh shaded (painter's algorithm, Lambert light from the camera) and the fitted skeleton
-        drawn on top; returns a new HxWx3 uint8 RGB array. ``body_model`` as for :meth:`vertices`;
-        ``alpha`` in [0, 1] is the meshes' opacity."""
+    def render_overlay(self, image: str | Path | np.ndarray, body_model: Any = None, alpha: float = 0.8, *,
+                       side_view: bool = False, keypoints: bool = True, ids: bool = True,
+                       min_confidence: float = 0.2, supersample: int = 2) -> np.ndarray:
+        """The image the fit was made on (a path or an array, as :func:`fitlib.fit` takes it) with the fitted
+        meshes smoothly shaded in one depth buffer (nearer people hide farther ones), the fitted skeleton,
+        the input keypoints and person ids (:func:`fitlib.render.compose_overlay`).
+
+        Args:
+            image: the image (its size must be the fit's ``image_size``).
+            body_model: as for :meth:`vertices`.
+            alpha: the meshes' opacity in [0, 1].
+            side_view: also render the people turned 90 degrees about the vertical axis through their
+                centre on a white background, beside the photo (the result is then H x 2W).
+            keypoints: draw the fitted skeleton (cyan) and the input keypoints (orange; those below
+                ``min_confidence`` are skipped) joined by their residuals (white).
+            ids: draw each person's index (people not fitted are labelled so, at their keypoints).
+            supersample: antialiasing factor 1-4 of the meshes.
+
+        Returns:
+            A new H x W x 3 (H x 2W x 3 with ``side_view``) uint8 RGB array.
+        """
         from fitlib.io.images import load_image
+        from fitlib.render import compose_overlay
 
         if not (isinstance(alpha, (int, float)) and 0.0 <= float(alpha) <= 1.0):
             raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
@@ -267,44 +355,15 @@ class FitResult:
         if canvas.shape[:2] != tuple(self.image_size):
             raise ValueError(f"the overlay image is {canvas.shape[1]}x{canvas.shape[0]} px but the fit was made on "
                              f"a {self.image_size[1]}x{self.image_size[0]} px image")
-        if not self.fitted.any():
-            return canvas
-        bm = self._body_model(body_model, "render_overlay")
-        faces = bm.faces
-        verts_all = self.vertices(bm)
-        layer = canvas.copy()
-        palette = [(120, 170, 255), (255, 160, 120), (140, 230, 140), (230, 200, 90), (200, 140, 230)]
-        fitted = np.flatnonzero(self.fitted)
-        order = fitted[np.argsort([-verts_all[i][:, 2].mean() for i in fitted])]  # far people first
-        for i in order:
-            v = verts_all[i]
-            if (v[:, 2] <= 1e-3).any():
-                continue
-            uv = (v[:, :2] / v[:, 2:3]) * np.diag(self.K)[:2] + self.K[:2, 2]
-            tri = v[faces]
-            normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-            normal /= np.linalg.norm(normal, axis=1, keepdims=True) + 1e-12
-            centre = tri.mean(1)
-            view = -centre / np.linalg.norm(centre, axis=1, keepdims=True)
-            shade = (normal * view).sum(1)
-            front = shade > 0
-            color = np.asarray(palette[i % len(palette)], dtype=np.float64)
-            for f in np.argsort(-centre[:, 2]):
-                if not front[f]:
-                    continue
-                pts = np.round(uv[faces[f]] * 4).astype(np.int32)
-                c = tuple(int(x) for x in color * (0.3 + 0.7 * shade[f]))
-                cv2.fillConvexPoly(layer, pts, c, lineType=cv2.LINE_AA, shift=2)
-        canvas = cv2.addWeighted(layer, alpha, canvas, 1 - alpha, 0)
-        layout = get_layout(self.layout)
-        for i in fitted:
-            pts = self.projected[i]
-            for a, b in layout.edges:
-                pa, pb = pts[a], pts[b]
-                if np.isfinite(pa).all() and np.isfinite(pb).all():
-                    cv2.line(canvas, tuple(int(x) for x in pa), tuple(int(x) for x in pb), (255, 255, 0), 2,
-                             cv2.LINE_AA)
-        return canvas
+        if self.fitted.any():
+            bm = self._body_model(body_model, "render_overlay")
+            verts, faces = self.vertices(bm), bm.faces
+        else:
+            verts, faces = np.full((len(self), 0, 3), np.nan), np.zeros((0, 3), np.int64)
+        return compose_overlay(canvas, verts, faces, self.K, keypoints=self.keypoints, projected=self.projected,
+                               edges=get_layout(self.layout).edges, alpha=alpha, side_view=side_view,
+                               show_keypoints=keypoints, show_ids=ids, min_confidence=min_confidence,
+                               supersample=supersample)
 
     # ----------------------------------------------------------------- i/o
     def _filled_provenance(self) -> dict:

@@ -67,7 +67,8 @@ def test_results_record_settings_and_outputs(folder, tmp_path, fake_fit):
     data = json.loads((out / "a.json").read_text())
     assert data["provenance"]["config_hash"] == config_hash(None)
     assert data["provenance"]["body_model"] == model_identity("open") and data["provenance"]["keypoints"] == "detector"
-    assert data["outputs"] == {"mesh_format": "obj", "meshes": ["a_meshes/person_0.obj"], "overlay": "a_overlay.png"}
+    assert data["outputs"] == {"mesh_format": "obj", "mesh_frame": "world", "meshes": ["a_meshes/person_0.obj"],
+                               "overlay": "a_overlay.png"}
     assert (out / "a_meshes" / "person_0.obj").is_file() and (out / "a_overlay.png").stat().st_size > 1000
     assert [n for n, _ in fake_fit["calls"]] == [2, 1] and _no_temporaries(out)
 
@@ -247,3 +248,61 @@ def test_a_chunk_holds_a_bounded_number_of_pixels(folder, tmp_path, fake_fit, mo
     monkeypatch.setattr(cli, "CHUNK_PIXELS", 2 * 342 * 548)  # two messi5.jpg
     assert main(["fit", str(folder), "--out", str(tmp_path / "out")]) == 0
     assert [n for n, _ in fake_fit["calls"]] == [2, 1]
+
+
+def test_subfolders_are_fitted_and_mirrored(tmp_path, fake_fit):
+    """FOLDER/x.jpg and FOLDER/sub/x.jpg share a stem but not a path: both are fitted, their outputs under
+    --out/sub/... as the folder has them; an --out inside the folder is not searched."""
+    root = tmp_path / "imgs"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    for rel in ("x.jpg", "sub/x.jpg", "sub/deeper/y.png"):
+        shutil.copy(DATA / "messi5.jpg", root / rel)
+    out = root / "out"
+    assert main(["fit", str(root), "--out", str(out)]) == 0
+    for name in ("x", "sub/x", "sub/deeper/y"):
+        result = FitResult.load(out / f"{name}.json")
+        stem = Path(name).name
+        assert result.outputs["overlay"] == f"{stem}_overlay.png"  # relative to the result's folder
+        assert (out / name).with_name(f"{stem}_meshes").joinpath("person_0.obj").is_file()
+    assert sum(n for n, _ in fake_fit["calls"]) == 3
+    assert main(["fit", str(root), "--out", str(out)]) == 0  # its own overlays are not new images
+    assert sum(n for n, _ in fake_fit["calls"]) == 3
+
+
+def test_outputs_can_be_left_out_and_results_written_as_npz(folder, tmp_path, fake_fit, capsys):
+    out = tmp_path / "out"
+    assert main(["fit", str(folder), "--out", str(out), "--no-meshes", "--no-overlay", "--result-format", "npz"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.npz", "b.npz", "c.npz"]
+    assert FitResult.load(out / "a.npz").outputs == {}
+    capsys.readouterr()
+    assert main(["fit", str(folder), "--out", str(out), "--no-meshes", "--no-overlay", "--result-format", "npz"]) == 0
+    assert "3 of 3 images already fitted" in capsys.readouterr().out and len(fake_fit["calls"]) == 1
+    assert main(["fit", str(folder), "--out", str(out), "--no-meshes", "--result-format", "npz"]) == 0
+    assert len(fake_fit["calls"]) == 1 and (out / "a_overlay.png").is_file()  # completed from the saved fits
+
+
+def test_overlay_has_the_side_view_unless_asked_not_to(folder, tmp_path, fake_fit, messi_fit):
+    from fitlib.io.images import load_image
+
+    h, w = messi_fit.image_size
+    assert main(["fit", str(folder / "a.jpg"), "--out", str(tmp_path / "o1")]) == 0
+    assert load_image(tmp_path / "o1" / "a_overlay.png").shape == (h, 2 * w, 3)
+    assert main(["fit", str(folder / "a.jpg"), "--out", str(tmp_path / "o2"), "--no-side-view"]) == 0
+    assert load_image(tmp_path / "o2" / "a_overlay.png").shape == (h, w, 3)
+
+
+def test_version_and_device(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"fitlib {fitlib.__version__}"
+    assert main(["fit", str(DATA / "messi5.jpg"), "--out", str(tmp_path / "o"), "--device", "tpu9"]) == 2
+    assert "unknown torch device 'tpu9'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_no_tflite_delegate_line_on_stderr(tmp_path):
+    """The BlazePose runtime's 'Created TensorFlow Lite XNNPACK delegate' line is not printed."""
+    run = subprocess.run([sys.executable, "-m", "fitlib.cli", "detect", str(DATA / "messi5.jpg")],
+                         capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
+    assert run.returncode == 0 and json.loads(run.stdout)["layout"] == "coco17"
+    assert "XNNPACK" not in run.stderr and "TensorFlow Lite" not in run.stderr

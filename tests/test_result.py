@@ -63,6 +63,17 @@ def test_nobody_round_trip_and_geometry(tmp_path, suffix, open_model):
     assert len(again) == 0
 
 
+def test_repr_is_one_short_line(result):
+    text = repr(result)
+    h, w = result.image_size
+    mean = float(np.nanmean(result.reprojection_error[result.fitted]))
+    assert text == (f"FitResult({len(result)} {'person' if len(result) == 1 else 'people'}, "
+                    f"{int(result.fitted.sum())} fitted, open model, coco17, {w}x{h} px, "
+                    f"mean reprojection {mean:.1f} px)")
+    empty = fitlib.fit(np.full((120, 160, 3), 128, np.uint8))
+    assert repr(empty) == "FitResult(0 people, 0 fitted, open model, coco17, 160x120 px)"
+
+
 def test_overlay_takes_what_fit_takes(result, data_dir):
     from_path = result.render_overlay(data_dir / "messi5.jpg")
     img = fitlib.load_image(data_dir / "messi5.jpg")

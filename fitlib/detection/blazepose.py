@@ -22,13 +22,18 @@ Coordinates are image pixels with pixel centres at integers (see
 from __future__ import annotations
 
 import functools
+import logging
 import os
+import tempfile
+import threading
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from fitlib.detection.keypoints import Keypoints
+
+_log = logging.getLogger(__name__)
 
 DATA_DIR = Path(__file__).resolve().parent / "models"
 
@@ -88,8 +93,35 @@ def _interpreter(path: Path, num_threads: int | None):
     if not path.is_file():
         raise FileNotFoundError(f"detector model file not found: {path}")
     interp = Interpreter(model_path=str(path), num_threads=num_threads)
-    interp.allocate_tensors()
+    _allocate_quietly(interp)
     return interp
+
+
+_DELEGATE_LINE = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+_fd2_lock = threading.Lock()
+
+
+def _allocate_quietly(interp) -> None:
+    """``interp.allocate_tensors()`` without the line the TFLite runtime's C++ logger writes to file
+    descriptor 2 when it applies its XNNPACK delegate (it honours no environment variable, and Python's
+    ``sys.stderr`` does not see it): fd 2 goes to a temporary file for the call (once per model and process,
+    under a lock), and anything else the runtime wrote there is passed on as a logged warning."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 (a detached process): nothing to keep quiet
+        interp.allocate_tensors()
+        return
+    with _fd2_lock, tempfile.TemporaryFile() as tmp:
+        try:
+            os.dup2(tmp.fileno(), 2)
+            interp.allocate_tensors()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            for line in tmp.read().decode("utf-8", "replace").splitlines():
+                if line.strip() and line.strip() != _DELEGATE_LINE:
+                    _log.warning("TFLite runtime: %s", line)
 
 
 def _run(interp, x: np.ndarray) -> list[np.ndarray]:

@@ -24,6 +24,9 @@ from fitlib.io.safe_load import read_regular_file
 
 ImageLike = Union[str, os.PathLike, np.ndarray]
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+"""File suffixes fitlib treats as images when it looks through folders (``fitlib fit``, label sources)."""
+
 DEFAULT_MAX_PIXELS = 50_000_000
 """Largest image (width x height) :func:`load_image` decodes by default: 50 megapixels (150 MB as RGB)."""
 

@@ -26,10 +26,7 @@ from typing import Iterator
 
 import numpy as np
 
-from fitlib.io.images import load_image
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
+from fitlib.io.images import IMAGE_SUFFIXES, load_image
 
 @dataclass
 class Item:
