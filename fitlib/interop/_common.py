@@ -167,3 +167,15 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     with atomic_write(path) as fh:
         fh.write(text.encode())
     return path
+
+
+def smpl_rows(pose: Any, betas: Any, has_smpl: Any, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``pose`` [n, 72], ``betas`` [n, 10] as float arrays (NaN rows allowed) and ``has_smpl`` [n] bool (default:
+    the rows whose pose and betas are finite). ValueError for a row marked ``has_smpl`` that is not finite."""
+    pose_a = as_array("pose", pose, (n, 72), allow_nan_rows=np.ones(n, bool))
+    betas_a = as_array("betas", betas, (n, 10), allow_nan_rows=np.ones(n, bool))
+    finite = np.isfinite(pose_a).all(1) & np.isfinite(betas_a).all(1)
+    has = bool_vector("has_smpl", has_smpl, n, finite)
+    if np.any(has & ~finite):
+        raise ValueError(f"pose / betas of row {int(np.flatnonzero(has & ~finite)[0])} are not finite but has_smpl is set")
+    return pose_a, betas_a, has

@@ -29,18 +29,16 @@ Checked against mmhuman3d's ``mmhuman3d/data/data_structures/human_data.py`` (``
 """
 from __future__ import annotations
 
-import io
 import os
-import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from fitlib.body.layouts import convert_keypoints, get_layout
-from fitlib.interop._common import (as_array, bool_vector, boxes_xyxy, checked_keypoints, extent_boxes, text_list,
-                                     write_npz)
-from fitlib.io.safe_load import load_pickle, read_regular_file
+from fitlib.interop._common import (as_array, boxes_xyxy, checked_keypoints, extent_boxes, smpl_rows,
+                                     text_list, write_npz)
+from fitlib.io.safe_load import load_npz, read_regular_file
 
 HUMAN_DATA_POINTS = 190
 """Number of points of mmhuman3d's ``human_data`` keypoint convention."""
@@ -121,12 +119,7 @@ def write_humandata(path: str | os.PathLike, *, image_path: Sequence[str], pose:
     names = text_list("image_path", image_path)
     n = len(names)
     J = len(get_layout(layout))
-    pose_a = as_array("pose", pose, (n, 72), allow_nan_rows=np.ones(n, bool))
-    betas_a = as_array("betas", betas, (n, 10), allow_nan_rows=np.ones(n, bool))
-    finite = np.isfinite(pose_a).all(1) & np.isfinite(betas_a).all(1)
-    has = bool_vector("has_smpl", has_smpl, n, finite)
-    if np.any(has & ~finite):
-        raise ValueError(f"pose / betas of row {int(np.flatnonzero(has & ~finite)[0])} are not finite but has_smpl is set")
+    pose_a, betas_a, has = smpl_rows(pose, betas, has_smpl, n)
     transl_a = None if transl is None else as_array("transl", transl, (n, 3), allow_nan_rows=~has)
     kps = checked_keypoints(keypoints, n, J)
     box = extent_boxes(kps) if boxes is None else boxes_xyxy("boxes", boxes, n)
@@ -177,42 +170,5 @@ def read_humandata(path: str | os.PathLike, *, max_bytes: int = MAX_HUMANDATA_BY
         large, damaged, or a pickle naming anything beyond numpy arrays).
     """
     raw = read_regular_file(path, max_bytes=max_bytes, what="HumanData file")
-    source = f"HumanData file {path}"
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(raw))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError) as exc:
-        raise ValueError(f"{source} is not a readable .npz archive ({type(exc).__name__}: {exc})") from None
-    out: dict[str, Any] = {}
-    with archive:
-        infos = archive.infolist()
-        if sum(i.file_size for i in infos) > max_bytes:
-            raise ValueError(f"{source}: its entries unpack to more than {max_bytes / 2**20:.0f} MiB")
-        for info in infos:
-            if not info.filename.endswith(".npy"):
-                raise ValueError(f"{source}: entry {info.filename!r} is not a .npy array")
-            key = info.filename[:-4]
-            try:
-                with archive.open(info) as fh:
-                    version = np.lib.format.read_magic(fh)
-                    if version == (1, 0):
-                        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-                    elif version == (2, 0):
-                        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-                    else:
-                        raise ValueError(f"unsupported .npy version {version}")
-                    body = fh.read(info.file_size + 1)
-            except Exception as exc:  # noqa: BLE001 - zlib, CRC, header syntax: damaged data
-                raise ValueError(f"{source}: entry {key!r} is not readable ({type(exc).__name__}: {exc})") from None
-            if dtype.hasobject:
-                if shape != ():
-                    raise ValueError(f"{source}: entry {key!r} is an array of Python objects of shape {shape}; "
-                                     "HumanData stores only single dicts that way")
-                value = load_pickle(body, f"{source}: entry {key!r}")
-                out[key] = value.item() if isinstance(value, np.ndarray) and value.shape == () else value
-                continue
-            count = int(np.prod(shape, dtype=np.int64))
-            if len(body) != count * dtype.itemsize:
-                raise ValueError(f"{source}: entry {key!r}: its data does not match its header ({shape}, {dtype})")
-            arr = np.frombuffer(body, dtype=dtype, count=count).reshape(shape, order="F" if fortran else "C").copy()
-            out[key] = arr.item() if arr.ndim == 0 else arr
-    return out
+    out = load_npz(raw, f"HumanData file {path}", max_bytes=max_bytes, objects=True)
+    return {k: v.item() if isinstance(v, np.ndarray) and v.ndim == 0 else v for k, v in out.items()}

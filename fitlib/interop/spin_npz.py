@@ -35,8 +35,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from fitlib.body.layouts import get_layout
-from fitlib.interop._common import (as_array, bool_vector, boxes_xyxy, check_count, checked_keypoints, extent_boxes,
-                                     text_list, write_npz)
+from fitlib.interop._common import (as_array, boxes_xyxy, check_count, checked_keypoints, extent_boxes,
+                                     smpl_rows, text_list, write_npz)
 
 SPIN_PART_NAMES = ("right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "right_wrist",
                    "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist", "lsp_neck",
@@ -90,12 +90,7 @@ def write_spin_npz(path: str | os.PathLike, *, imgname: Sequence[str], pose: Any
     names = text_list("imgname", imgname)
     n = len(names)
     J = len(get_layout(layout))
-    pose_a = as_array("pose", pose, (n, 72), allow_nan_rows=np.ones(n, bool))
-    betas_a = as_array("betas", betas, (n, 10), allow_nan_rows=np.ones(n, bool))
-    finite = np.isfinite(pose_a).all(1) & np.isfinite(betas_a).all(1)
-    has = bool_vector("has_smpl", has_smpl, n, finite)
-    if np.any(has & ~finite):
-        raise ValueError(f"pose / betas of row {int(np.flatnonzero(has & ~finite)[0])} are not finite but has_smpl is set")
+    pose_a, betas_a, has = smpl_rows(pose, betas, has_smpl, n)
     kps = checked_keypoints(keypoints, n, J)
     if boxes is not None and (center is not None or scale is not None):
         raise ValueError("give boxes or center and scale, not both")

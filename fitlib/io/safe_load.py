@@ -341,15 +341,19 @@ def load_pickle(data: bytes, source: str) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------ npz
-def load_npz(data: bytes, source: str, *, max_bytes: int) -> dict[str, np.ndarray]:
-    """Read an ``.npz`` archive (its bytes) without unpickling anything.
+def load_npz(data: bytes, source: str, *, max_bytes: int, objects: bool = False) -> dict[str, Any]:
+    """Read an ``.npz`` archive (its bytes) without unpickling anything (or, with ``objects``, only through the
+    allow-list unpickler).
 
     Every entry's header is parsed first; an entry holding Python objects is refused, and one whose
     header disagrees with the size stored in the archive, or a total above ``max_bytes``, is
     refused before its data is read. The archive's CRC-32 checks are applied.
 
+    Args:
+        objects: accept single pickled objects (0-d object arrays, e.g. the dicts of mmhuman3d's HumanData),
+            read by :func:`load_pickle` (numpy arrays and plain values only) and returned as the object.
     Returns:
-        ``{name: array}``, names without the ``.npy`` suffix.
+        ``{name: array}`` (or the object), names without the ``.npy`` suffix.
     Raises:
         ValueError naming ``source`` and the entry.
     """
@@ -379,7 +383,14 @@ def load_npz(data: bytes, source: str, *, max_bytes: int) -> dict[str, np.ndarra
                     else:
                         raise ValueError(f"unsupported .npy version {version}")
                     if dtype.hasobject:
-                        raise ValueError("it holds Python objects (pickled data), which fitlib never unpickles")
+                        if not objects:
+                            raise ValueError("it holds Python objects (pickled data), which fitlib never unpickles")
+                        if shape != ():
+                            raise ValueError(f"it is an array of Python objects of shape {shape}; only single "
+                                             "objects are read")
+                        value = load_pickle(fh.read(info.file_size + 1), f"{source}: entry {key!r}")
+                        out[key] = value.item() if isinstance(value, np.ndarray) and value.shape == () else value
+                        continue
                     count = 1
                     for s in shape:
                         count *= s

@@ -6,13 +6,12 @@ dict or a :class:`LabelConfig`.
 """
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
-from fitlib.io.config_files import parse_mapping
+from fitlib.io.config_files import read_settings
 
 
 class LabelRules(BaseModel):
@@ -64,13 +63,5 @@ def load_label_config(config: str | Path | dict | LabelConfig | None = None) -> 
         return _validated(config.model_dump(), "LabelConfig")
     if isinstance(config, dict):
         return _validated(config, "config dict")
-    name = "labels" if config is None else str(config)
-    path = Path(name)
-    if path.suffix in (".yaml", ".yml") or len(path.parts) > 1 or isinstance(config, Path):
-        if not path.is_file():
-            raise FileNotFoundError(f"label config not found: {path}")
-        return _validated(parse_mapping(path.read_text(), str(path)), str(path))
-    shipped = resources.files("fitlib.configs") / f"{name}.yaml"
-    if not shipped.is_file():
-        raise ValueError(f"unknown label config {name!r}: not in configs/ and not a .yaml path")
-    return _validated(parse_mapping(shipped.read_text(), f"configs/{name}.yaml"), f"configs/{name}.yaml")
+    data, source = read_settings(config, "labels", "", "label config")
+    return _validated(data, source)

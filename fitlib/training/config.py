@@ -7,13 +7,12 @@ ValueError naming the file and the field. ``load_train_config`` takes a shipped 
 from __future__ import annotations
 
 import difflib
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
-from fitlib.io.config_files import parse_mapping
+from fitlib.io.config_files import read_settings
 from fitlib.regression.model import RegressorConfig
 from fitlib.training.data import DataConfig
 
@@ -124,16 +123,5 @@ def load_train_config(config: str | Path | dict | TrainConfig | None = None) -> 
         return _validated(config.model_dump(), "TrainConfig")
     if isinstance(config, dict):
         return _validated(config, "config dict")
-    name = "regressor" if config is None else str(config)
-    path = Path(name)
-    if path.suffix in (".yaml", ".yml") or len(path.parts) > 1 or isinstance(config, Path):
-        if not path.is_file():
-            raise FileNotFoundError(f"training config not found: {path}")
-        text, source = path.read_text(), str(path)
-    else:
-        shipped = resources.files("fitlib.configs") / "train" / f"{name}.yaml"
-        if not shipped.is_file():
-            raise ValueError(f"unknown training config {name!r}: not in configs/train/ and not a .yaml path")
-        text, source = shipped.read_text(), f"configs/train/{name}.yaml"
-    data = parse_mapping(text, source)
+    data, source = read_settings(config, "regressor", "train", "training config")
     return _validated(data, source)
