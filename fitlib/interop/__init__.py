@@ -8,6 +8,7 @@ parameters (e.g. real SMPL's) by fitting. The writers take plain arrays; :func:`
 :class:`~fitlib.FitResult` lists. Meshes: :meth:`fitlib.FitResult.export_meshes` (``.glb``, ``.obj``, ``.ply``).
 """
 from fitlib.interop.arrays import ExportArrays, results_to_arrays
+from fitlib.interop.bvh import bvh_text, write_bvh
 from fitlib.interop.coco_annotations import CocoImage, coco_image, is_coco_annotations, read_coco_keypoints
 from fitlib.interop.convert import Conversion, convert_fit
 from fitlib.interop.easymocap import easymocap_people, export_easymocap, read_easymocap, rest_pelvis, write_easymocap
@@ -21,7 +22,7 @@ __all__ = ["CocoImage", "Conversion", "ExportArrays", "convert_fit", "OpenPoseFr
            "foreign_keypoints", "is_coco_annotations", "is_openpose", "list_openpose_files", "read_coco_keypoints",
            "read_easymocap", "read_humandata", "read_openpose", "read_openpose_folder", "rest_pelvis",
            "results_to_arrays", "spin_keypoints", "to_human_data", "write_easymocap", "write_humandata",
-           "write_spin_npz", "export_training_file"]
+           "write_spin_npz", "export_training_file", "bvh_text", "write_bvh"]
 
 
 def export_training_file(path, arrays: ExportArrays, fmt: str, **options):

@@ -100,6 +100,8 @@ class VideoResult:
         * ``tracks/track_<id>.npz``: per track an AMASS-style npz (:func:`fitlib.interop.amass.write_amass_npz`:
           ``poses`` [T, 72], ``trans`` [T, 3], ``betas`` [10], ``mocap_framerate``, ``frame_indices``,
           ``timestamps``);
+        * ``tracks/track_<id>.bvh``: the same motion as an animated skeleton for animation tools
+          (:func:`fitlib.interop.bvh.write_bvh`: y-up, metres, at the output frame rate);
         * ``<name>_overlay.mp4`` (H.264 with PyAV, ``fitlib[video]``) or ``.webm`` (VP9) without it: the
           fitted meshes over the frames with each person's track id (``overlay=False``: none);
         * ``video.json``: the summary (frames, tracks, files, settings); a folder with it is complete.
@@ -107,7 +109,9 @@ class VideoResult:
         ``images``: the decoded frames, for a result made from arrays (a video file is decoded again).
         ``name``: the overlay's name (default: the video's stem, or ``video``). Returns the summary dict.
         """
+        from fitlib.body.model import BodyModel, shared_body_model
         from fitlib.interop.amass import write_amass_npz
+        from fitlib.interop.bvh import write_bvh
 
         out = Path(out_dir)
         (out / "frames").mkdir(parents=True, exist_ok=True)
@@ -120,12 +124,20 @@ class VideoResult:
             path = out / "frames" / f"frame_{int(self.frame_indices[k]):06d}.json"
             res.save(path)
             frame_files.append(path.relative_to(out).as_posix())
-        track_files = {}
+        track_files, bvh_files = {}, {}
+        bm = None
         for tid, tr in self.tracks.items():
             path = out / "tracks" / f"track_{tid:03d}.npz"
-            write_amass_npz(path, tr.poses, tr.trans, tr.betas, self.fps, frame_indices=tr.frame_indices,
+            write_amass_npz(path, tr.poses, tr.trans, tr.betas, self.fps / self.every, frame_indices=tr.frame_indices,
                             timestamps=tr.times, body_model=self.model, track_id=np.array(tid))
             track_files[tid] = path.relative_to(out).as_posix()
+            if bm is None:
+                bm = body_model if isinstance(body_model, BodyModel) else shared_body_model(body_model or self.model)
+            with torch.no_grad():
+                rest = bm.rest_joints(torch.as_tensor(np.asarray(tr.betas)[None], dtype=bm.joint_template.dtype,
+                                                      device=bm.joint_template.device))[0].cpu().double().numpy()
+            bvh = write_bvh(path.with_suffix(".bvh"), tr.poses, tr.trans, rest, self.fps / self.every)
+            bvh_files[tid] = bvh.relative_to(out).as_posix()
         overlay_file = None
         if overlay and len(self.frames):
             overlay_file = write_video(out / f"{name}_overlay.mp4", self.overlay_frames(images, body_model),
@@ -134,7 +146,7 @@ class VideoResult:
                    "fps": self.fps, "every": self.every, "model": self.model, "settings": self.settings,
                    "frames": [{"index": int(i), "time": float(t), "file": f, "track_ids": [int(x) for x in ids]}
                               for i, t, f, ids in zip(self.frame_indices, self.times, frame_files, self.track_ids)],
-                   "tracks": [{"id": int(tid), "file": track_files[tid], "frames": len(tr),
+                   "tracks": [{"id": int(tid), "file": track_files[tid], "bvh": bvh_files[tid], "frames": len(tr),
                                "first_frame": int(tr.frame_indices[0]), "last_frame": int(tr.frame_indices[-1])}
                               for tid, tr in self.tracks.items()],
                    "overlay": overlay_file}
@@ -158,11 +170,8 @@ class VideoResult:
             if len(images) != len(self.frames):
                 raise ValueError(f"{len(images)} images for {len(self.frames)} frames")
             source = iter(images)
-        import inspect
-
-        own_ids = "ids" in inspect.signature(FitResult.render_overlay).parameters  # the renderer's own labels
         for res, ids, img in zip(self.frames, self.track_ids, source):
-            canvas = res.render_overlay(img, body_model=body_model, **({"ids": False} if own_ids else {}))
+            canvas = res.render_overlay(img, body_model=body_model, ids=False)  # track ids instead of indices
             draw_track_ids(canvas, res.keypoints, ids, res.fitted)
             yield canvas
 

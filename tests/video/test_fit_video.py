@@ -47,6 +47,8 @@ def test_save_writes_readable_outputs(clip_result, tmp_path):
     assert res.provenance["video"]["track_ids"] == clip_result.track_ids[2].tolist()
     track = read_amass_npz(tmp_path / data["tracks"][0]["file"])
     assert track["poses"].shape == (N, 72) and float(track["mocap_framerate"]) == pytest.approx(15.0)
+    bvh = (tmp_path / data["tracks"][0]["bvh"]).read_text()
+    assert bvh.startswith("HIERARCHY\nROOT pelvis") and f"Frames: {N}\n" in bvh
     overlay = list(read_video(tmp_path / data["overlay"]))
     assert len(overlay) == N and overlay[0].image.shape[:2] == (270, 480)
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
