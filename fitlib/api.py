@@ -36,6 +36,34 @@ def _fitter(model: tuple, config_json: str, device: str) -> Fitter:
     return Fitter(shared_body_model(model[0], device), FitConfig.model_validate_json(config_json))
 
 
+def _as_people(keypoints: Any, layout: str) -> tuple[np.ndarray, str, np.ndarray | None, np.ndarray | None]:
+    """:func:`_as_keypoints` plus the person boxes [P, 4] (x1, y1, x2, y2 px) and scores [P] of inputs that carry
+    them (a Keypoints, mmpose output, OpenPose / COCO files); None for a plain array."""
+    if not isinstance(keypoints, Keypoints):
+        if isinstance(keypoints, (str, dict)) or hasattr(keypoints, "__fspath__"):
+            from fitlib.interop.keypoint_files import foreign_keypoints
+
+            keypoints = foreign_keypoints(keypoints) or keypoints
+        if not isinstance(keypoints, Keypoints) and not _is_array(keypoints):
+            keypoints = keypoints_from_mmpose(keypoints)
+    if isinstance(keypoints, Keypoints):
+        return (np.asarray(keypoints.keypoints, dtype=np.float64), keypoints.layout,
+                np.asarray(keypoints.boxes, dtype=np.float64), np.asarray(keypoints.scores, dtype=np.float64))
+    kps, lay = _as_keypoints(keypoints, layout)
+    return kps, lay, None, None
+
+
+def _is_array(value: Any) -> bool:
+    """Whether ``value`` is numbers (a tensor or anything numpy reads as a float array), not mmpose output."""
+    if isinstance(value, torch.Tensor):
+        return True
+    try:
+        np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def _as_keypoints(keypoints: Any, layout: str) -> tuple[np.ndarray, str]:
     """[P, J, 3] array and layout name from an array, a Keypoints, OpenPose / COCO annotation JSON (a path or
     the parsed dict, :func:`fitlib.interop.foreign_keypoints`), or mmpose output."""
@@ -139,9 +167,9 @@ def fit_batch(images: list, keypoints: list | None = None, *, layout: str = "coc
     for img_in, kp_in, K_in, init_in in zip(images, keypoints, K, init):
         img = load_image(img_in)
         h, w = img.shape[:2]
-        kps, lay = _as_keypoints(detect(img) if kp_in is None else kp_in, layout)
+        kps, lay, boxes, scores = _as_people(detect(img) if kp_in is None else kp_in, layout)
         items.append({"kps": kps, "layout": lay, "K": _as_K(K_in, h, w), "size": (h, w),
-                      "init": _as_init(init_in, len(kps))})
+                      "init": _as_init(init_in, len(kps)), "boxes": boxes, "scores": scores})
     results: list[FitResult | None] = [None] * n
     # one optimiser batch per layout; a person with an init pose is refined, one without is fitted from the
     # fitter's own starts (people are independent problems: the grouping changes no result)
@@ -173,7 +201,7 @@ def fit_batch(images: list, keypoints: list | None = None, *, layout: str = "coc
                 joints=np_(out.joints[r]).astype(np.float64),
                 reprojection_error=np_(out.reprojection_error[r]).astype(np.float64),
                 loss=np_(out.loss[r]).astype(np.float64), converged=np_(out.converged[r]), fitted=np_(out.fitted[r]),
-                model=str(model), provenance=dict(provenance))
+                model=str(model), provenance=dict(provenance), boxes=it["boxes"], scores=it["scores"])
     return results
 
 
@@ -227,8 +255,9 @@ def regress_batch(images: list, keypoints: list | None = None, *, layout: str = 
     for img_in, kp_in, K_in in zip(images, keypoints, K):
         img = load_image(img_in)
         h, w = img.shape[:2]
-        kps, lay = _as_keypoints(detect(img) if kp_in is None else kp_in, layout)
-        items.append({"kps": kps, "layout": lay, "K": _as_K(K_in, h, w), "size": (h, w)})
+        kps, lay, boxes, scores = _as_people(detect(img) if kp_in is None else kp_in, layout)
+        items.append({"kps": kps, "layout": lay, "K": _as_K(K_in, h, w), "size": (h, w), "boxes": boxes,
+                      "scores": scores})
     results: list[FitResult | None] = [None] * n
     np_ = lambda t: t.detach().cpu().numpy().astype(np.float64)  # noqa: E731
     for lay in dict.fromkeys(it["layout"] for it in items):
@@ -254,7 +283,8 @@ def regress_batch(images: list, keypoints: list | None = None, *, layout: str = 
             res = FitResult(pose=pose[r], betas=np_(pred.params.betas[r]), transl=np_(pred.params.transl[r]),
                             K=it["K"].numpy(), image_size=it["size"], layout=lay, keypoints=it["kps"],
                             projected=np_(pred.projected[r]), joints=np_(pred.joints[r]), reprojection_error=err[r],
-                            loss=err[r].copy(), converged=fitted[r].copy(), fitted=fitted[r].copy(), model=str(model))
+                            loss=err[r].copy(), converged=fitted[r].copy(), fitted=fitted[r].copy(), model=str(model),
+                            boxes=it["boxes"], scores=it["scores"])
             keep = torch.as_tensor(fitted[r])[:, None, None]
             res.hypotheses = pred.hypotheses.index(r).to(dtype=torch.float64, device="cpu").map(
                 lambda t: torch.where(keep, t, torch.full_like(t, float("nan"))))

@@ -20,9 +20,10 @@ from fitlib.io.safe_load import load_npz, read_regular_file
 from fitlib.params import SMPLParams
 
 SCHEMA_NAME = "fitlib.FitResult"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the file schema :meth:`FitResult.save` writes. 1: the unversioned files of fitlib before
-provenance (bare ``NaN``, unfitted people with their starting values); 2: this one. Both load."""
+provenance (bare ``NaN``, unfitted people with their starting values); 2: with provenance and outputs; 3: this
+one, with the person boxes and detection scores. All load (older files with unknown boxes and scores)."""
 
 MAX_RESULT_BYTES = 256 * 2**20
 """Largest result file :meth:`FitResult.load` reads (bytes)."""
@@ -33,6 +34,11 @@ _UNFITTED_NAN = ("pose", "betas", "transl", "projected", "joints", "reprojection
 _V1_KEYS = ("pose", "betas", "transl", "K", "image_size", "layout", "keypoints", "projected", "joints",
             "reprojection_error", "loss", "converged", "fitted", "model")
 _V2_KEYS = ("schema", "schema_version", "people") + _V1_KEYS + ("provenance", "outputs")
+_V3_KEYS = _V2_KEYS + ("boxes", "scores")
+
+
+def _keys(version: int) -> tuple[str, ...]:
+    return _V3_KEYS if version >= 3 else _V2_KEYS if version == 2 else _V1_KEYS
 
 
 @functools.lru_cache(maxsize=1)
@@ -112,6 +118,9 @@ class FitResult:
             ``body_model`` (:func:`fitlib.body.model.model_identity`); None where unknown.
         outputs: files written with this result by ``fitlib fit`` (mesh format and names, overlay), relative
             to the result's folder; ``{}`` otherwise.
+        boxes: [P, 4] person boxes x1, y1, x2, y2 (pixels) as the detector or the keypoint input gave them; NaN
+            rows where unknown (keypoints given as a plain array, files of schema 1 and 2).
+        scores: [P] person (detection) scores in [0, 1]; NaN where unknown.
         model_from_file: True for a result read by :meth:`load`: its ``model`` is then only a record, and
             meshes and overlays need the body model passed explicitly unless it is ``"open"`` (a result
             file cannot make fitlib open a model file).
@@ -135,6 +144,8 @@ class FitResult:
     model: str = "open"
     provenance: dict = field(default_factory=dict)
     outputs: dict = field(default_factory=dict)
+    boxes: Any = None
+    scores: Any = None
     model_from_file: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -156,6 +167,9 @@ class FitResult:
                   "projected": (P, J, 2), "joints": (P, 24, 3), "reprojection_error": (P,), "loss": (P,)}
         for name, shape in shapes.items():
             setattr(self, name, _float_array(name, getattr(self, name), shape))
+        for name, shape in (("boxes", (P, 4)), ("scores", (P,))):
+            value = getattr(self, name)
+            setattr(self, name, np.full(shape, np.nan) if value is None else _float_array(name, value, shape))
         for name in _UNFITTED_NAN:
             getattr(self, name)[~self.fitted] = np.nan
         for name in ("pose", "betas", "transl", "joints"):
@@ -380,7 +394,7 @@ class FitResult:
         return prov
 
     def to_dict(self) -> dict:
-        """The result as schema-version-2 JSON data (``docs/RESULT_SCHEMA.md``): lists, numbers, text,
+        """The result as schema-version-3 JSON data (``docs/RESULT_SCHEMA.md``): lists, numbers, text,
         booleans and None (null) for NaN; valid JSON for any parser (no NaN or Infinity literals)."""
 
         def rows(name: str) -> list:
@@ -398,7 +412,9 @@ class FitResult:
                 "model": self.model}
         data.update({name: rows(name) for name in _PER_PERSON})
         data.update({"converged": self.converged.tolist(), "fitted": self.fitted.tolist(),
-                     "provenance": self._filled_provenance(), "outputs": dict(self.outputs)})
+                     "provenance": self._filled_provenance(), "outputs": dict(self.outputs),
+                     "boxes": [None if not np.isfinite(b).any() else _json_numbers(b) for b in self.boxes],
+                     "scores": _json_numbers(self.scores)})
         return data
 
     def save(self, path: str | Path) -> Path:
@@ -416,7 +432,7 @@ class FitResult:
             if path.suffix == ".json":
                 fh.write(text.encode())
             else:
-                arrays = {name: getattr(self, name) for name in _PER_PERSON + ("K", "converged", "fitted")}
+                arrays = {name: getattr(self, name) for name in _PER_PERSON + ("K", "converged", "fitted", "boxes", "scores")}
                 arrays.update({"schema": np.array(SCHEMA_NAME), "schema_version": np.array(SCHEMA_VERSION),
                                "image_size": np.array(self.image_size, dtype=np.int64), "layout": np.array(self.layout),
                                "model": np.array(self.model),
@@ -427,7 +443,7 @@ class FitResult:
 
     @classmethod
     def load(cls, path: str | Path) -> "FitResult":
-        """Load a result written by :meth:`save` (schema version 1 or 2), checking it.
+        """Load a result written by :meth:`save` (schema version 1, 2 or 3), checking it.
 
         The result's ``model_from_file`` is True: see :meth:`vertices`.
 
@@ -490,7 +506,7 @@ def _from_json(name: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _parse_json(raw: bytes) -> dict:
-    """Keyword arguments of :class:`FitResult` from JSON bytes of schema 1 or 2."""
+    """Keyword arguments of :class:`FitResult` from JSON bytes of schema 1 to 3."""
     constants: list[str] = []
 
     def constant(text: str) -> float:
@@ -506,7 +522,7 @@ def _parse_json(raw: bytes) -> dict:
     version = _schema_version(data.get("schema_version", 1), data)
     if version >= 2 and constants:
         raise ValueError(f"it holds {constants[0]!r}, which is not JSON (schema 2 writes null)")
-    keys = _V2_KEYS if version >= 2 else _V1_KEYS
+    keys = _keys(version)
     missing = [k for k in keys if k not in data]
     if missing:
         raise ValueError(f"it lacks {missing}")
@@ -538,6 +554,8 @@ def _parse_json(raw: bytes) -> dict:
               fitted=np.array(data["fitted"], dtype=bool).reshape(P))
     if version >= 2:
         kw.update(provenance=data["provenance"], outputs=data["outputs"])
+    if version >= 3:
+        kw.update(boxes=_from_json("boxes", data["boxes"], (P, 4)), scores=_from_json("scores", data["scores"], (P,)))
     return kw
 
 
@@ -553,7 +571,7 @@ def _schema_version(value: Any, data: dict) -> int:
 
 
 def _parse_npz(raw: bytes, source: str) -> dict:
-    """Keyword arguments of :class:`FitResult` from ``.npz`` bytes of schema 1 or 2 (read without unpickling)."""
+    """Keyword arguments of :class:`FitResult` from ``.npz`` bytes of schema 1 to 3 (read without unpickling)."""
     arrays = load_npz(raw, source, max_bytes=4 * MAX_RESULT_BYTES)
     version = 1
     if "schema_version" in arrays:
@@ -561,7 +579,7 @@ def _parse_npz(raw: bytes, source: str) -> dict:
         if sv.shape != () or sv.dtype.kind not in "iu":
             raise ValueError("schema_version must be a whole number")
         version = _schema_version(int(sv), {})
-    keys = _V2_KEYS if version >= 2 else _V1_KEYS
+    keys = _keys(version)
     missing = [k for k in keys if k not in arrays and k != "people"]
     if missing:
         raise ValueError(f"it lacks {missing}")
@@ -576,7 +594,7 @@ def _parse_npz(raw: bytes, source: str) -> dict:
         return str(a)
 
     kw: dict[str, Any] = {}
-    for name in _PER_PERSON + ("K",):
+    for name in _PER_PERSON + ("K",) + (("boxes", "scores") if version >= 3 else ()):
         a = arrays[name]
         if a.dtype.kind not in "iuf":
             raise ValueError(f"{name} must be numeric, got {a.dtype}")

@@ -188,7 +188,7 @@ def _mutated(result, tmp_path, change) -> str:
     (lambda d: d.update(layout="bogus"), "unknown keypoint layout 'bogus'"),
     (lambda d: d.update(fitted=[1]), "fitted must be a list of true/false"),
     (lambda d: d.update(converged="yes"), "converged must be a list of true/false"),
-    (lambda d: d.update(schema_version=3), "schema version 3 by a newer fitlib"),
+    (lambda d: d.update(schema_version=SCHEMA_VERSION + 1), f"schema version {SCHEMA_VERSION + 1} by a newer fitlib"),
     (lambda d: d.update(extra=1), r"unknown entries \['extra'\]"),
     (lambda d: d.update(people=2), "people is 2 but fitted has 1"),
     (lambda d: d.update(K="abc"), "K must have shape"),
@@ -284,3 +284,22 @@ def test_meshes_are_written_atomically(result, tmp_path, monkeypatch, open_model
     with pytest.raises(OSError, match="No space"):
         two.export_meshes(tmp_path / "m", body_model=open_model)
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["person_0.obj"]  # complete, or absent
+
+
+def test_detector_boxes_and_scores_are_kept(tmp_path, data_dir):
+    """Schema 3: a fit of detected people keeps the detector's boxes and scores, through save and load; a plain
+    keypoint array has none (NaN)."""
+    import fitlib
+
+    img = str(data_dir / "messi5.jpg")
+    found = fitlib.detect(img)
+    res = fitlib.fit(img, found)
+    np.testing.assert_allclose(res.boxes, found.boxes)
+    np.testing.assert_allclose(res.scores, found.scores)
+    for suffix in (".json", ".npz"):
+        back = FitResult.load(res.save(tmp_path / f"r{suffix}"))
+        np.testing.assert_allclose(back.boxes, found.boxes, atol=1e-9)
+        np.testing.assert_allclose(back.scores, found.scores, atol=1e-9)
+    plain = fitlib.fit(img, found.keypoints)
+    assert np.isnan(plain.boxes).all() and np.isnan(plain.scores).all()
+    assert np.isnan(FitResult.load(plain.save(tmp_path / "p.json")).boxes).all()

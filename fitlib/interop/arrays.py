@@ -61,10 +61,10 @@ def results_to_arrays(results: Sequence[Any], image_names: Sequence[str], *,
     Args:
         results: :class:`~fitlib.FitResult` per image (people not fitted are kept with ``has_smpl`` False).
         image_names: the name to record for each image (same length as ``results``).
-        boxes: per image, [P, 4] person boxes x1, y1, x2, y2 px (e.g. the detector's ``Keypoints.boxes``);
-            default: the extent of each person's keypoints with confidence > 0 (tighter than a detector's box:
-            no head top, no feet soles). A FitResult does not keep the detector's boxes.
-        box_scores: per image, [P] person scores in [0, 1]; default 1.
+        boxes: per image, [P, 4] person boxes x1, y1, x2, y2 px; default: the result's ``boxes`` (the detector's
+            or the keypoint input's), else the extent of each person's keypoints with confidence > 0 (tighter than
+            a detector's box: no head top, no feet soles).
+        box_scores: per image, [P] person scores in [0, 1]; default: the result's ``scores``, else 1.
     Returns:
         :class:`ExportArrays`.
     Raises:
@@ -92,8 +92,16 @@ def results_to_arrays(results: Sequence[Any], image_names: Sequence[str], *,
         P = len(r)
         if P == 0:
             continue
-        b = extent_boxes(r.keypoints) if boxes is None or boxes[i] is None else np.asarray(boxes[i], np.float64)
-        s = np.ones(P) if box_scores is None or box_scores[i] is None else np.asarray(box_scores[i], np.float64)
+        if boxes is not None and boxes[i] is not None:
+            b = np.asarray(boxes[i], np.float64)
+        else:  # the result's own boxes (the detector's), else the keypoints' extent
+            own = np.asarray(getattr(r, "boxes", np.full((P, 4), np.nan)), np.float64)
+            b = np.where(np.isfinite(own).all(1, keepdims=True), own, extent_boxes(r.keypoints))
+        if box_scores is not None and box_scores[i] is not None:
+            s = np.asarray(box_scores[i], np.float64)
+        else:
+            own = np.asarray(getattr(r, "scores", np.full(P, np.nan)), np.float64)
+            s = np.where(np.isfinite(own), own, 1.0)
         if b.shape != (P, 4) or s.shape != (P,):
             raise ValueError(f"image {i} ({name}): {P} people but boxes of shape {list(b.shape)} and scores of "
                              f"shape {list(s.shape)}")

@@ -359,7 +359,7 @@ def load_npz(data: bytes, source: str, *, max_bytes: int, objects: bool = False)
     """
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, NotImplementedError) as exc:
         raise ValueError(f"{source} is not a readable .npz archive ({type(exc).__name__}: {exc})") from None
     out: dict[str, np.ndarray] = {}
     with archive:
