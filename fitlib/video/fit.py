@@ -254,7 +254,7 @@ def fit_video(video: str | os.PathLike | Sequence[np.ndarray], keypoints: Sequen
         ValueError: an unreadable or corrupt video, frames without fps, keypoints for another number of
             frames, bad settings.
     """
-    from fitlib.api import _as_K, _as_keypoints, shared_fitter
+    from fitlib.api import _as_K, _as_people, shared_fitter
     from fitlib.body.model import model_identity
     from fitlib.result import FitResult, config_hash
 
@@ -269,7 +269,7 @@ def fit_video(video: str | os.PathLike | Sequence[np.ndarray], keypoints: Sequen
         from tqdm import tqdm
 
         bar = tqdm(desc="detecting" if keypoints is None else "tracking", unit="frame")
-    steps, items, detections = [], [], []
+    steps, items, detections, frame_people = [], [], [], []  # frame_people: (boxes [P, 4], scores [P]) or Nones
     lay = layout
     size = None
     Kt = None
@@ -283,20 +283,21 @@ def fit_video(video: str | os.PathLike | Sequence[np.ndarray], keypoints: Sequen
             det = detect(frame.image, **(detect_options or {}))
             detections.append(det)
             kps, lay = np.asarray(det.keypoints, np.float64), det.layout
-            boxes = None  # tracked on boxes around the keypoints: BlazePose's own boxes are its looser crops
+            people = (np.asarray(det.boxes, np.float64), np.asarray(det.scores, np.float64))
         else:
             if k >= len(keypoints):
                 raise ValueError(f"keypoints are given for {len(keypoints)} frames but the video has more decoded "
                                  f"frames (pass keypoints for every decoded frame, after every={every})")
-            kps, lay = _as_keypoints(keypoints[k], layout)
+            kps, lay, *people = _as_people(keypoints[k], layout)
             detections.append(None)
-            boxes = None
+        boxes = None  # tracked on boxes around the keypoints: BlazePose's own boxes are its looser crops
         P = len(kps)
         kps = kps.reshape(P, len(get_layout(lay)), 3)  # also a frame with nobody: [0, J, 3]
         ids = tracker.update(kps, boxes)
         steps.append(Step(torch.as_tensor(kps, dtype=torch.float64), Kt.expand(P, 3, 3).clone(),
                           torch.tensor([list(size)] * P, dtype=torch.float64).reshape(P, 2), ids, frame.time))
         items.append((frame.index, frame.time))
+        frame_people.append(people)
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -308,7 +309,7 @@ def fit_video(video: str | os.PathLike | Sequence[np.ndarray], keypoints: Sequen
     fits = _fit_steps(fitter, steps, lay, seq_settings, progress)
     provenance = {"config_hash": config_hash(fitter.config), "body_model": model_identity(model)}
     results, track_ids = [], []
-    for step, fit in zip(steps, fits):
+    for step, fit, (frame_boxes, frame_scores) in zip(steps, fits, frame_people):
         P = len(step.ids)
         nan = lambda a: np.where(fit.fitted.reshape(-1, *([1] * (a.ndim - 1))), a, np.nan)  # noqa: E731
         pose = fit.params.pose.reshape(P, 72).numpy() if P else np.zeros((0, 72))
@@ -317,7 +318,7 @@ def fit_video(video: str | os.PathLike | Sequence[np.ndarray], keypoints: Sequen
             K=Kt.numpy(), image_size=tuple(int(s) for s in size), layout=lay, keypoints=step.keypoints.numpy(),
             projected=nan(fit.projected), joints=nan(fit.joints), reprojection_error=nan(fit.reprojection_error),
             loss=nan(fit.loss), converged=fit.converged & fit.fitted, fitted=fit.fitted, model=str(model),
-            provenance=dict(provenance)))
+            provenance=dict(provenance), boxes=frame_boxes, scores=frame_scores))
         track_ids.append(step.ids.astype(np.int64))
     tracks = {}
     for tid, rows in sorted(track_rows(steps, fits).items()):

@@ -32,6 +32,7 @@ def test_two_people_tracked_and_fitted(clip_result):
             assert abs(res.keypoints[i, :, 0].mean() - first[tid]) < 60
         assert res.fitted.all()
         assert np.nanmax(res.reprojection_error) < 25  # px on a 480x270 frame
+    assert all(np.isfinite(res.boxes).all() and ((res.scores > 0) & (res.scores <= 1)).all() for res in r.frames)
     for tr in r.tracks.values():
         assert tr.poses.shape == (N, 72) and tr.trans.shape == (N, 3) and tr.betas.shape == (10,)
         for k in range(N):  # one shape per track, in every frame's result
