@@ -40,7 +40,14 @@ def _kill_one_worker() -> bool:
 def test_ray_job_equals_local_job_even_when_a_worker_dies(cluster, label_set, tmp_path):
     cfg = tmp_path / "small.yaml"
     cfg.write_text("batch_images: 2\n")
-    local = run_label_job(items([label_set]), tmp_path / "local.sqlite", label_config=str(cfg), progress=False)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each Ray worker runs: the same float32 sums
+    try:
+        local = run_label_job(items([label_set]), tmp_path / "local.sqlite", label_config=str(cfg), progress=False)
+    finally:
+        torch.set_num_threads(threads)
     killed = []
 
     def kill_after_first(summary):
