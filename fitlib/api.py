@@ -162,7 +162,8 @@ def fit_batch(images: list, keypoints: list | None = None, *, layout: str = "coc
         raise ValueError(f"fit_batch: {n} images but {len(keypoints)} keypoint sets, {len(K)} K and {len(init)} inits")
     fitter = shared_fitter(model, config, device)
     dev, dtype = fitter.device, fitter.dtype
-    provenance = {"config_hash": config_hash(fitter.config), "body_model": model_identity(model)}
+    provenance = {"config_hash": config_hash(fitter.config), "body_model": model_identity(model),
+                  "topology": {"vertices": int(fitter.model.num_vertices), "faces": int(len(fitter.model.faces))}}
     items = []
     for img_in, kp_in, K_in, init_in in zip(images, keypoints, K, init):
         img = load_image(img_in)

@@ -303,3 +303,13 @@ def test_detector_boxes_and_scores_are_kept(tmp_path, data_dir):
     plain = fitlib.fit(img, found.keypoints)
     assert np.isnan(plain.boxes).all() and np.isnan(plain.scores).all()
     assert np.isnan(FitResult.load(plain.save(tmp_path / "p.json")).boxes).all()
+
+
+def test_results_state_the_mesh_topology(tmp_path, data_dir, open_model):
+    """The open model is not SMPL's mesh: a result says how many vertices and faces its model has."""
+    import fitlib
+
+    res = fitlib.fit(str(data_dir / "messi5.jpg"))
+    topo = FitResult.load(res.save(tmp_path / "r.json")).provenance["topology"]
+    assert topo == {"vertices": open_model.num_vertices, "faces": len(open_model.faces)}
+    assert res.vertices().shape[1] == topo["vertices"] != 6890

@@ -307,7 +307,8 @@ def fit_video(video: str | os.PathLike | Sequence[np.ndarray], keypoints: Sequen
     if keypoints is not None and len(keypoints) != len(steps):
         raise ValueError(f"keypoints are given for {len(keypoints)} frames but {len(steps)} frames were decoded")
     fits = _fit_steps(fitter, steps, lay, seq_settings, progress)
-    provenance = {"config_hash": config_hash(fitter.config), "body_model": model_identity(model)}
+    provenance = {"config_hash": config_hash(fitter.config), "body_model": model_identity(model),
+                  "topology": {"vertices": int(fitter.model.num_vertices), "faces": int(len(fitter.model.faces))}}
     results, track_ids = [], []
     for step, fit, (frame_boxes, frame_scores) in zip(steps, fits, frame_people):
         P = len(step.ids)
