@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from fitlib.detection import detect
+from fitlib.detection.keypoints import box_iou
 from fitlib.io.images import load_image
 
 VARIANTS = {  # name -> detect() keyword arguments; the first is the reference
@@ -36,18 +37,11 @@ VARIANTS = {  # name -> detect() keyword arguments; the first is the reference
 }
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    lt, rb = np.maximum(a[:2], b[:2]), np.minimum(a[2:], b[2:])
-    inter = np.prod(np.clip(rb - lt, 0, None))
-    area = lambda x: np.prod(np.clip(x[2:] - x[:2], 0, None))  # noqa: E731
-    return float(inter / max(area(a) + area(b) - inter, 1e-9))
-
-
 def agreement(ref, other) -> tuple[list[float], int]:
     """Per-joint normalised distances between matched people, and the number of matched people."""
     dists, used, matched = [], set(), 0
     for i in range(len(ref)):
-        ious = [(_iou(ref.boxes[i], other.boxes[j]), j) for j in range(len(other)) if j not in used]
+        ious = [(float(box_iou(ref.boxes[i], other.boxes[j])[0, 0]), j) for j in range(len(other)) if j not in used]
         if not ious or max(ious)[0] <= 0.3:
             continue
         j = max(ious)[1]

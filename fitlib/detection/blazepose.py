@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fitlib.detection.keypoints import Keypoints
+from fitlib.detection.keypoints import Keypoints, box_iou
 
 _log = logging.getLogger(__name__)
 
@@ -130,15 +130,6 @@ def _run(interp, x: np.ndarray) -> list[np.ndarray]:
     return [interp.get_tensor(d["index"])[0] for d in interp.get_output_details()]
 
 
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one xyxy box with ``(N, 4)`` boxes."""
-    lt = np.maximum(box[:2], boxes[:, :2])
-    rb = np.minimum(box[2:], boxes[:, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
-    area = lambda b: np.prod(np.clip(b[..., 2:] - b[..., :2], 0, None), axis=-1)  # noqa: E731
-    return inter / np.maximum(area(box) + area(boxes) - inter, 1e-12)
-
-
 def weighted_nms(boxes: np.ndarray, scores: np.ndarray, extra: np.ndarray, iou: float) -> tuple:
     """Cluster detections by IoU > ``iou`` around the best one; average each cluster weighted by score.
 
@@ -155,7 +146,7 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, extra: np.ndarray, iou: 
     for i in range(len(scores)):
         if not alive[i]:
             continue
-        members = alive & (_iou(boxes[i], boxes) > iou)
+        members = alive & (box_iou(boxes[i], boxes)[0] > iou)
         members[i] = True
         w = scores[members][:, None]
         out_b.append((boxes[members] * w).sum(0) / w.sum())
@@ -331,7 +322,7 @@ class BlazePose:
         boxes = np.array([_landmark_box(lm) for lm in lms]).reshape(-1, 4)
         unique = []
         for i in range(len(lms)):
-            if not unique or _iou(boxes[i], boxes[unique]).max() <= max(self.nms_iou, 0.5):
+            if not unique or box_iou(boxes[i], boxes[unique]).max() <= max(self.nms_iou, 0.5):
                 unique.append(i)
         return {"landmarks": lms[unique], "presence": pres[unique],
                 "detection_scores": det_scores[unique], "rois": rois[unique]}

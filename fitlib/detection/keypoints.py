@@ -1,4 +1,5 @@
-"""The people found in one image: :class:`Keypoints`, what every detector backend returns.
+"""The people found in one image: :class:`Keypoints`, what every detector backend returns, and the box helpers
+they share (boxes around keypoints, IoU).
 
 Conventions: keypoints are ``(x, y, confidence)`` in pixels with pixel centres at integers,
 confidence in [0, 1], 0 meaning "not detected" (its x, y are then meaningless).
@@ -11,6 +12,38 @@ import numpy as np
 
 from fitlib.body.layouts import get_layout
 
+
+def keypoint_boxes(keypoints: np.ndarray, min_confidence: float = 0.0, margin: float = 0.0,
+                   missing: float = 0.0) -> np.ndarray:
+    """Boxes [P, 4] (x1, y1, x2, y2 px) around each person's keypoints [P, J, 3] with a finite position and a
+    confidence above ``min_confidence`` (or equal to it, when it is > 0), widened on each side by ``margin`` x
+    the box's longer side; ``missing`` (e.g. 0 or NaN) for a person without any such point."""
+    kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, *np.shape(keypoints)[-2:])
+    conf = kp[..., 2]
+    use = ((conf >= min_confidence) if min_confidence > 0 else (conf > 0)) & np.isfinite(kp[..., :2]).all(-1)
+    out = np.full((len(kp), 4), float(missing))
+    for i in range(len(kp)):
+        if use[i].any():
+            lo, hi = kp[i, use[i], :2].min(0), kp[i, use[i], :2].max(0)
+            pad = margin * (hi - lo).max()
+            out[i] = [*(lo - pad), *(hi + pad)]
+    return out
+
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[A, B] intersection over union of boxes ``a`` [A, 4] and ``b`` [B, 4] (x1, y1, x2, y2); 0 with NaN boxes."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = lambda x: np.clip(x[:, 2] - x[:, 0], 0, None) * np.clip(x[:, 3] - x[:, 1], 0, None)  # noqa: E731
+    union = area(a)[:, None] + area(b)[None, :] - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = inter / union
+    return np.where(np.isfinite(iou), iou, 0.0)
 
 @dataclass
 class Keypoints:

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from fitlib.body.layouts import COCO17_NAMES, FEET_NAMES, LAYOUTS, conversion_matrix, convert_keypoints, get_layout
-from fitlib.detection.keypoints import Keypoints
+from fitlib.detection.keypoints import Keypoints, keypoint_boxes
 
 # Index layouts by keypoint count, used when no keypoint names are available.
 _BY_COUNT: dict[int, tuple[int, ...]] = {
@@ -105,7 +105,7 @@ def keypoints_from_mmpose(obj: Any, *, frame: int | None = None, layout: str | N
     if bad.size:
         raise ValueError(f"mmpose person {bad[0]}: keypoints with a score above 0 must have finite x, y")
     if boxes is None:
-        boxes = _extent(out[..., :2], conf > 0)
+        boxes = keypoint_boxes(out)
     scores = np.ones(len(kps)) if bscores is None else np.clip(bscores, 0.0, 1.0)
     return Keypoints(out, boxes, scores, layout, image_size)
 
@@ -141,7 +141,7 @@ def _from_fitlib_detection(obj: Any, layout: str | None, image_size: tuple[int, 
     if not np.all(np.isfinite(kps[..., :2])[detected]):
         raise ValueError(f"{what}: 'keypoints' x, y must be finite where the confidence is above 0")
     if obj.get("boxes") is None:
-        boxes = _extent(kps[..., :2], detected)
+        boxes = keypoint_boxes(kps)
     else:
         boxes = _array(obj["boxes"], f"{what} 'boxes'")
         boxes = boxes.reshape(0, 4) if boxes.size == 0 else boxes
@@ -166,17 +166,6 @@ def _from_fitlib_detection(obj: Any, layout: str | None, image_size: tuple[int, 
             raise ValueError(f"layout {layout!r} asked but the {what} (layout {src!r}) has no {lacking}")
         kps = convert_keypoints(kps, src, layout)
     return Keypoints(kps, boxes, scores, layout, image_size)
-
-
-def _extent(xy: np.ndarray, detected: np.ndarray) -> np.ndarray:
-    """Boxes [P, 4] (x1, y1, x2, y2 px) around each person's detected points ``xy`` [P, K, 2] where
-    ``detected`` [P, K]; zeros for a person with none."""
-    boxes = np.zeros((len(xy), 4))
-    for i in range(len(xy)):
-        pts = xy[i, detected[i]]
-        if len(pts):
-            boxes[i] = np.concatenate([pts.min(0), pts.max(0)])
-    return boxes
 
 
 def _array(value: Any, what: str) -> np.ndarray:

@@ -61,17 +61,6 @@ def number_list(value: Any, where: str, length: int | None = None) -> np.ndarray
     return arr
 
 
-def extent_boxes(keypoints: np.ndarray) -> np.ndarray:
-    """Boxes [P, 4] (x1, y1, x2, y2 px) around each person's points with confidence > 0 in ``keypoints``
-    [P, J, 3]; zeros for a person with none."""
-    boxes = np.zeros((len(keypoints), 4))
-    for i, kp in enumerate(keypoints):
-        pts = kp[(kp[:, 2] > 0) & np.isfinite(kp[:, :2]).all(1), :2]
-        if len(pts):
-            boxes[i] = np.concatenate([pts.min(0), pts.max(0)])
-    return boxes
-
-
 def frame_number(name: str) -> int | None:
     """The last run of digits in a file name's stem (``clip_000000000012_keypoints`` -> 12), or None."""
     runs = re.findall(r"\d+", name)

@@ -12,7 +12,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from fitlib.body.layouts import get_layout
-from fitlib.interop._common import extent_boxes, text_list
+from fitlib.detection.keypoints import keypoint_boxes
+from fitlib.interop._common import text_list
 
 
 @dataclass
@@ -96,7 +97,7 @@ def results_to_arrays(results: Sequence[Any], image_names: Sequence[str], *,
             b = np.asarray(boxes[i], np.float64)
         else:  # the result's own boxes (the detector's), else the keypoints' extent
             own = np.asarray(getattr(r, "boxes", np.full((P, 4), np.nan)), np.float64)
-            b = np.where(np.isfinite(own).all(1, keepdims=True), own, extent_boxes(r.keypoints))
+            b = np.where(np.isfinite(own).all(1, keepdims=True), own, keypoint_boxes(r.keypoints))
         if box_scores is not None and box_scores[i] is not None:
             s = np.asarray(box_scores[i], np.float64)
         else:

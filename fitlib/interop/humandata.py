@@ -36,7 +36,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from fitlib.body.layouts import convert_keypoints, get_layout
-from fitlib.interop._common import (as_array, boxes_xyxy, checked_keypoints, extent_boxes, smpl_rows,
+from fitlib.detection.keypoints import keypoint_boxes
+from fitlib.interop._common import (as_array, boxes_xyxy, checked_keypoints, smpl_rows,
                                      text_list, write_npz)
 from fitlib.io.safe_load import load_npz, read_regular_file
 
@@ -122,7 +123,7 @@ def write_humandata(path: str | os.PathLike, *, image_path: Sequence[str], pose:
     pose_a, betas_a, has = smpl_rows(pose, betas, has_smpl, n)
     transl_a = None if transl is None else as_array("transl", transl, (n, 3), allow_nan_rows=~has)
     kps = checked_keypoints(keypoints, n, J)
-    box = extent_boxes(kps) if boxes is None else boxes_xyxy("boxes", boxes, n)
+    box = keypoint_boxes(kps) if boxes is None else boxes_xyxy("boxes", boxes, n)
     scores = np.ones(n) if box_scores is None else as_array("box_scores", box_scores, (n,))
     if np.any((scores < 0) | (scores > 1)):
         raise ValueError("box_scores must lie in [0, 1]")

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from fitlib.detection.keypoints import Keypoints
-from fitlib.interop._common import extent_boxes, frame_number, is_whole, number_list, read_json
+from fitlib.detection.keypoints import Keypoints, keypoint_boxes
+from fitlib.interop._common import frame_number, is_whole, number_list, read_json
 
 MAX_OPENPOSE_FILE_BYTES = 64 * 2**20
 """Largest OpenPose JSON file read (bytes): a frame with 1,000 people and face and hands is about 2 MB."""
@@ -61,7 +61,7 @@ class OpenPoseFrame:
         conf = self.keypoints[..., 2]
         found = conf > 0
         scores = np.where(found.any(1), (conf * found).sum(1) / np.maximum(found.sum(1), 1), 0.0)
-        return Keypoints(self.keypoints, extent_boxes(self.keypoints), scores, self.layout, image_size)
+        return Keypoints(self.keypoints, keypoint_boxes(self.keypoints), scores, self.layout, image_size)
 
 
 def is_openpose(data: Any) -> bool:

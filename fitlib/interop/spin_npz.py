@@ -35,7 +35,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from fitlib.body.layouts import get_layout
-from fitlib.interop._common import (as_array, boxes_xyxy, check_count, checked_keypoints, extent_boxes,
+from fitlib.detection.keypoints import keypoint_boxes
+from fitlib.interop._common import (as_array, boxes_xyxy, check_count, checked_keypoints,
                                      smpl_rows, text_list, write_npz)
 
 SPIN_PART_NAMES = ("right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "right_wrist",
@@ -102,7 +103,7 @@ def write_spin_npz(path: str | os.PathLike, *, imgname: Sequence[str], pose: Any
     else:
         if not (isinstance(expand, (int, float)) and np.isfinite(expand) and expand > 0):
             raise ValueError(f"expand must be a positive number, got {expand!r}")
-        box = extent_boxes(kps) if boxes is None else boxes_xyxy("boxes", boxes, n)
+        box = keypoint_boxes(kps) if boxes is None else boxes_xyxy("boxes", boxes, n)
         center_a = (box[:, :2] + box[:, 2:]) / 2
         scale_a = float(expand) * np.max(box[:, 2:] - box[:, :2], axis=1) / 200.0
     if np.any(scale_a[has | (kps[..., 2] > 0).any(1)] <= 0) if n else False:

@@ -30,7 +30,7 @@ def export_arrays(labels: list[Label], model: str = "open"):
     """The labels as :class:`fitlib.interop.ExportArrays` (image names ``dataset/item``; pose, betas and transl NaN
     where a label has no SMPL)."""
     from fitlib.interop import ExportArrays
-    from fitlib.interop._common import extent_boxes
+    from fitlib.detection.keypoints import keypoint_boxes
 
     layout = _layout(labels)
     kp = np.stack([convert_keypoints(lab.keypoints[None], lab.layout, layout)[0] for lab in labels]) if labels \
@@ -43,7 +43,7 @@ def export_arrays(labels: list[Label], model: str = "open"):
     return ExportArrays(
         image_names=[f"{lab.dataset}/{lab.item}" for lab in labels],
         person_index=np.array([int(lab.person) if lab.person.isdigit() else -1 for lab in labels], dtype=np.int64),
-        pose=pose, betas=betas, transl=transl, keypoints=kp, layout=layout, boxes=extent_boxes(kp),
+        pose=pose, betas=betas, transl=transl, keypoints=kp, layout=layout, boxes=keypoint_boxes(kp),
         box_scores=np.ones(len(labels)), has_smpl=has,
         K=np.stack([lab.K for lab in labels]) if labels else np.zeros((0, 3, 3)),
         image_size=np.array([lab.image_size for lab in labels], dtype=np.int64).reshape(-1, 2), model=model)

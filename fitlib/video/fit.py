@@ -19,7 +19,8 @@ from fitlib.io.atomic import atomic_write
 from fitlib.io.images import DEFAULT_MAX_PIXELS
 from fitlib.video.decode import frames_from_arrays, read_video, video_info, write_video
 from fitlib.video.temporal import SequenceSettings, Step, StepFit, fit_sequence, track_rows
-from fitlib.video.tracking import Tracker, boxes_from_keypoints
+from fitlib.detection.keypoints import keypoint_boxes
+from fitlib.video.tracking import Tracker
 
 VIDEO_SCHEMA = "fitlib.VideoResult"
 VIDEO_SCHEMA_VERSION = 1
@@ -180,7 +181,7 @@ def draw_track_ids(canvas: np.ndarray, keypoints: np.ndarray, ids: np.ndarray, f
                    ) -> np.ndarray:
     """Write each person's track id (in the track's colour) above the box of their keypoints [P, J, 3], in
     place on the RGB image ``canvas``; people not fitted get their id in grey."""
-    boxes = boxes_from_keypoints(keypoints, 0.2, 0.05)
+    boxes = keypoint_boxes(keypoints, 0.2, 0.05, np.nan)
     h = canvas.shape[0]
     scale = max(0.5, h / 720)
     for i, (box, tid) in enumerate(zip(boxes, ids)):

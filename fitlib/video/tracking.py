@@ -19,40 +19,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from fitlib.detection.keypoints import box_iou, keypoint_boxes
+
 COCO17_SIGMAS = np.array([0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062,
                           0.107, 0.107, 0.087, 0.087, 0.089, 0.089])
 """COCO's per-keypoint OKS constants (nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles)."""
 DEFAULT_SIGMA = 0.07
 """OKS constant of keypoints of other layouts."""
-
-
-def boxes_from_keypoints(keypoints: np.ndarray, min_confidence: float = 0.3, margin: float = 0.1) -> np.ndarray:
-    """[D, 4] boxes (x1, y1, x2, y2 px) around each person's confident keypoints [D, J, 3], widened by
-    ``margin`` of their size on each side; NaN for a person with no confident point."""
-    kp = np.asarray(keypoints, dtype=np.float64).reshape(-1, *np.shape(keypoints)[-2:])
-    out = np.full((len(kp), 4), np.nan)
-    for i, k in enumerate(kp):
-        ok = (k[:, 2] >= min_confidence) & np.isfinite(k[:, :2]).all(-1)
-        if ok.any():
-            lo, hi = k[ok, :2].min(0), k[ok, :2].max(0)
-            pad = margin * (hi - lo).max()
-            out[i] = [*(lo - pad), *(hi + pad)]
-    return out
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[A, B] intersection over union of boxes ``a`` [A, 4] and ``b`` [B, 4] (x1, y1, x2, y2); 0 with NaN boxes."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = lambda x: np.clip(x[:, 2] - x[:, 0], 0, None) * np.clip(x[:, 3] - x[:, 1], 0, None)  # noqa: E731
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = inter / union
-    return np.where(np.isfinite(iou), iou, 0.0)
 
 
 def oks(a: np.ndarray, b: np.ndarray, area: np.ndarray, sigmas: np.ndarray | None = None,
@@ -183,7 +156,7 @@ class Tracker:
         if frame <= self._frame:
             raise ValueError(f"frames must come in increasing order: got {frame} after {self._frame}")
         self._frame = frame
-        boxes = boxes_from_keypoints(kp, self.min_confidence) if boxes is None else \
+        boxes = keypoint_boxes(kp, self.min_confidence, 0.1, np.nan) if boxes is None else \
             np.asarray(boxes, np.float64).reshape(-1, 4)
         if len(boxes) != len(kp):
             raise ValueError(f"{len(kp)} people's keypoints but {len(boxes)} boxes")
