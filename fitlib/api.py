@@ -37,62 +37,34 @@ def _fitter(model: tuple, config_json: str, device: str) -> Fitter:
 
 
 def _as_people(keypoints: Any, layout: str) -> tuple[np.ndarray, str, np.ndarray | None, np.ndarray | None]:
-    """:func:`_as_keypoints` plus the person boxes [P, 4] (x1, y1, x2, y2 px) and scores [P] of inputs that carry
-    them (a Keypoints, mmpose output, OpenPose / COCO files); None for a plain array."""
-    if not isinstance(keypoints, Keypoints):
-        if isinstance(keypoints, (str, dict)) or hasattr(keypoints, "__fspath__"):
-            from fitlib.interop.keypoint_files import foreign_keypoints
-
-            keypoints = foreign_keypoints(keypoints) or keypoints
-        if not isinstance(keypoints, Keypoints) and not _is_array(keypoints):
-            keypoints = keypoints_from_mmpose(keypoints)
-    if isinstance(keypoints, Keypoints):
-        return (np.asarray(keypoints.keypoints, dtype=np.float64), keypoints.layout,
-                np.asarray(keypoints.boxes, dtype=np.float64), np.asarray(keypoints.scores, dtype=np.float64))
-    kps, lay = _as_keypoints(keypoints, layout)
-    return kps, lay, None, None
-
-
-def _is_array(value: Any) -> bool:
-    """Whether ``value`` is numbers (a tensor or anything numpy reads as a float array), not mmpose output."""
-    if isinstance(value, torch.Tensor):
-        return True
-    try:
-        np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def _as_keypoints(keypoints: Any, layout: str) -> tuple[np.ndarray, str]:
-    """[P, J, 3] array and layout name from an array, a Keypoints, OpenPose / COCO annotation JSON (a path or
-    the parsed dict, :func:`fitlib.interop.foreign_keypoints`), or mmpose output."""
-    if isinstance(keypoints, Keypoints):
-        return np.asarray(keypoints.keypoints, dtype=np.float64), keypoints.layout
+    """Keypoints [P, J, 3] (float64), their layout name, and the person boxes [P, 4] (x1, y1, x2, y2 px) and
+    scores [P] of inputs that carry them, from: an array or tensor in ``layout`` (boxes and scores None), a
+    :class:`Keypoints`, OpenPose / COCO annotation JSON (a path or the parsed dict,
+    :func:`fitlib.interop.foreign_keypoints`), or mmpose output."""
     if isinstance(keypoints, (str, dict)) or hasattr(keypoints, "__fspath__"):
         from fitlib.interop.keypoint_files import foreign_keypoints
 
         found = foreign_keypoints(keypoints)
-        if found is not None:
-            return np.asarray(found.keypoints, dtype=np.float64), found.layout
-    if isinstance(keypoints, torch.Tensor):
-        keypoints = keypoints.detach().cpu().numpy()
-    try:
-        arr = np.asarray(keypoints, dtype=np.float64)
-    except (TypeError, ValueError):
-        arr = None
-    if arr is not None and arr.ndim not in (2, 3) and arr.size:  # a numeric array of the wrong rank
-        raise ValueError(f"keypoints must be an array [P, J, 3] (or [J, 3] for one person), got shape {arr.shape}")
-    if arr is None or arr.ndim not in (2, 3):
-        kp = keypoints_from_mmpose(keypoints)
-        return np.asarray(kp.keypoints, dtype=np.float64), kp.layout
-    if arr.ndim == 2:
-        arr = arr[None]
-    n = len(get_layout(layout))
-    if arr.ndim != 3 or arr.shape[1:] != (n, 3):
-        raise ValueError(f"keypoints for layout {layout!r} must have shape [P, {n}, 3] (x, y, confidence), "
-                         f"got {arr.shape}")
-    return arr, layout
+        keypoints = keypoints if found is None else found
+    if not isinstance(keypoints, Keypoints):
+        if isinstance(keypoints, torch.Tensor):
+            keypoints = keypoints.detach().cpu().numpy()
+        try:
+            arr = np.asarray(keypoints, dtype=np.float64)
+        except (TypeError, ValueError):
+            arr = None
+        if arr is not None and arr.ndim not in (2, 3) and arr.size:  # a numeric array of the wrong rank
+            raise ValueError(f"keypoints must be an array [P, J, 3] (or [J, 3] for one person), got shape {arr.shape}")
+        if arr is not None and arr.ndim in (2, 3):
+            arr = arr[None] if arr.ndim == 2 else arr
+            n = len(get_layout(layout))
+            if arr.shape[1:] != (n, 3):
+                raise ValueError(f"keypoints for layout {layout!r} must have shape [P, {n}, 3] (x, y, confidence), "
+                                 f"got {arr.shape}")
+            return arr, layout, None, None
+        keypoints = keypoints_from_mmpose(keypoints)
+    return (np.asarray(keypoints.keypoints, dtype=np.float64), keypoints.layout,
+            np.asarray(keypoints.boxes, dtype=np.float64), np.asarray(keypoints.scores, dtype=np.float64))
 
 
 def _as_init(init: Any, P: int) -> list[SMPLParams | None] | None:

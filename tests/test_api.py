@@ -147,3 +147,12 @@ def test_cli_folder_with_nobody_corrupt_and_clashing_images(data_dir, tmp_path, 
         main(["fit", str(folder), "--out", str(out)])
     with pytest.raises(SystemExit):
         main(["fit", str(folder), "--out", str(out), "--batch-images", "0"])
+
+
+def test_openpose_frame_with_nobody_gives_an_empty_result(tmp_path, data_dir):
+    import json
+
+    path = tmp_path / "frame_keypoints.json"
+    path.write_text(json.dumps({"version": 1.3, "people": []}))
+    res = fitlib.fit(str(data_dir / "messi5.jpg"), str(path))
+    assert len(res) == 0 and res.layout == "body25"
