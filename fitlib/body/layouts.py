@@ -1,4 +1,5 @@
-"""Keypoint layouts: named 2D point sets (COCO-17, COCO-17 + feet, BODY_25, OpenPose-18, MediaPipe-33, SMPL-24).
+"""Keypoint layouts: named 2D point sets (COCO-17, COCO-17 + feet, BODY_25, OpenPose-18, MediaPipe-33, SMPL-24,
+SPIN's 24 ground-truth points).
 
 A layout is data: point names in order, the edges drawn between them, and the
 left/right pairs used for flipping.  Points with the same name in two layouts
@@ -33,6 +34,14 @@ _MEDIAPIPE33 = ("nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_e
                 "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle", "left_heel",
                 "right_heel", "left_foot_index", "right_foot_index")
 _SMPL24 = tuple("smpl_" + n for n in SMPL_JOINT_NAMES)
+SPIN_PART_NAMES = ("right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "right_wrist",
+                   "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist", "lsp_neck",
+                   "lsp_head_top", "mpii_pelvis", "mpii_thorax", "h36m_spine", "h36m_jaw", "h36m_head", "nose",
+                   "left_eye", "right_eye", "left_ear", "right_ear")
+"""SPIN's 24 ground-truth points (the ``part`` array of its npz files, ``constants.JOINT_NAMES[25:]``) in order,
+named as fitlib names points; the dataset-specific ones are prefixed with their dataset (LSP, MPII, H36M) and are
+not the same points as fitlib's own (e.g. ``lsp_neck`` is not BODY_25's ``neck``). Layout ``spin24``; its
+``flip_index`` is SPIN's ``J24_FLIP_PERM``."""
 
 _LIMBS = [("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"), ("right_shoulder", "right_elbow"),
           ("right_elbow", "right_wrist"), ("left_hip", "left_knee"), ("left_knee", "left_ankle"),
@@ -49,7 +58,12 @@ _LIMBS = [("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"), ("right
           ("right_heel", "right_foot_index"), ("mouth_left", "mouth_right"),
           ("left_eye_inner", "left_eye"), ("left_eye", "left_eye_outer"), ("left_eye_outer", "left_ear"),
           ("right_eye_inner", "right_eye"), ("right_eye", "right_eye_outer"), ("right_eye_outer", "right_ear"),
-          ("nose", "left_eye_inner"), ("nose", "right_eye_inner"), ("nose", "mouth_left"), ("nose", "mouth_right")]
+          ("nose", "left_eye_inner"), ("nose", "right_eye_inner"), ("nose", "mouth_left"), ("nose", "mouth_right"),
+          # SPIN's dataset-specific points (only spin24 has them)
+          ("mpii_thorax", "left_shoulder"), ("mpii_thorax", "right_shoulder"), ("mpii_thorax", "lsp_neck"),
+          ("lsp_neck", "lsp_head_top"), ("mpii_thorax", "h36m_spine"), ("h36m_spine", "mpii_pelvis"),
+          ("mpii_pelvis", "left_hip"), ("mpii_pelvis", "right_hip"), ("lsp_neck", "h36m_jaw"),
+          ("h36m_jaw", "h36m_head"), ("h36m_jaw", "nose")]
 
 DERIVED_POINTS: dict[str, tuple[str, ...]] = {
     "neck": ("left_shoulder", "right_shoulder"),
@@ -113,6 +127,7 @@ LAYOUTS: dict[str, KeypointLayout] = {
         _make("openpose18", _OPENPOSE18),
         _make("mediapipe33", _MEDIAPIPE33),
         _make("smpl24", _SMPL24, tuple((p, j) for j, p in enumerate(SMPL_PARENTS) if p >= 0)),
+        _make("spin24", SPIN_PART_NAMES),
     )
 }
 """Every layout fitlib knows, by name."""

@@ -34,16 +34,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fitlib.body.layouts import get_layout
+from fitlib.body.layouts import SPIN_PART_NAMES, get_layout
 from fitlib.detection.keypoints import keypoint_boxes
 from fitlib.interop._common import (as_array, boxes_xyxy, check_count, checked_keypoints,
                                      smpl_rows, text_list, write_npz)
-
-SPIN_PART_NAMES = ("right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "right_wrist",
-                   "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist", "lsp_neck",
-                   "lsp_head_top", "mpii_pelvis", "mpii_thorax", "h36m_spine", "h36m_jaw", "h36m_head", "nose",
-                   "left_eye", "right_eye", "left_ear", "right_ear")
-"""SPIN's 24 ``part`` points in order, named as fitlib names points (the dataset-specific ones prefixed)."""
 
 BOX_EXPAND = 1.2
 """SPIN's box expansion for annotated boxes (``scaleFactor`` in its COCO / MPII preprocessing)."""

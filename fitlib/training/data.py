@@ -25,7 +25,6 @@ What varies (settings in :class:`DataConfig`, ``data:`` in a training YAML):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 import roma
@@ -37,6 +36,7 @@ from fitlib.body.model import BodyModel
 from fitlib.body.open_model import sample_plausible_poses
 from fitlib.body.skeleton import SMPL_JOINT_NAMES
 from fitlib.camera import project
+from fitlib.datasets.batch import Batch
 from fitlib.datasets.mocap import EVAL_CLIPS, OBSERVED_JOINTS, TRAIN_CLIPS, load_mocap, mirror_pose
 from fitlib.datasets.synthetic import Corruption, corrupt_keypoints
 
@@ -110,32 +110,6 @@ class DataConfig(BaseModel):
     augment: bool = True
     """False: mocap frames only, no mirroring/mixing/tilt/unobserved-joint noise, betas N(0,1), one focal
     (the diagonal), benchmark-like distances and the benchmark's corruption rates (the ablation)."""
-
-
-@dataclass
-class Batch:
-    """B training samples (camera frame, OpenCV axes, metres, pixels)."""
-
-    keypoints: torch.Tensor  # [B, J, 3] detector-like (x px, y px, confidence; NaN/0 missing), network layout
-    gt_keypoints2d: torch.Tensor  # [B, J, 3] exact projections (confidence 1 in front of the camera)
-    K: torch.Tensor  # [B, 3, 3]
-    image_size: torch.Tensor  # [B, 2] (height, width)
-    pose: torch.Tensor  # [B, 24, 3] axis-angle, camera frame
-    betas: torch.Tensor  # [B, 10]
-    transl: torch.Tensor  # [B, 3] SMPL transl
-    joints: torch.Tensor  # [B, 24, 3]
-    has_smpl: torch.Tensor  # [B] bool
-    has_3d: torch.Tensor  # [B] bool
-    has_detections: torch.Tensor  # [B] bool (detector-like 2D present)
-    has_gt2d: torch.Tensor  # [B] bool (exact 2D present)
-
-    def to(self, device) -> "Batch":
-        return Batch(**{k: getattr(self, k).to(device) for k in self.__dataclass_fields__})
-
-    @classmethod
-    def cat(cls, batches: list["Batch"]) -> "Batch":
-        """The samples of several batches in one (in order)."""
-        return Batch(**{k: torch.cat([getattr(b, k) for b in batches]) for k in cls.__dataclass_fields__})
 
 
 def _rot(axis: int, angle: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 from fitlib.body.layouts import convert_keypoints
 from fitlib.body.model import BodyModel
 from fitlib.labels.store import LabelStore
-from fitlib.training.data import Batch
+from fitlib.datasets.batch import Batch
 
 
 class PseudoLabels:

@@ -24,8 +24,9 @@ def _keypoints(layout: str, rng, batch=(), dtype=np.float64) -> np.ndarray:
 
 
 def test_known_layouts():
-    assert set(LAYOUTS) == {"coco17", "coco17_feet", "body25", "openpose18", "mediapipe33", "smpl24"}
-    sizes = {"coco17": 17, "coco17_feet": 23, "body25": 25, "openpose18": 18, "mediapipe33": 33, "smpl24": 24}
+    assert set(LAYOUTS) == {"coco17", "coco17_feet", "body25", "openpose18", "mediapipe33", "smpl24", "spin24"}
+    sizes = {"coco17": 17, "coco17_feet": 23, "body25": 25, "openpose18": 18, "mediapipe33": 33, "smpl24": 24,
+             "spin24": 24}
     for name, layout in LAYOUTS.items():
         assert len(layout) == sizes[name] and len(set(layout.names)) == len(layout)
     # mmpose's COCO order and OpenPose BODY_25's order, spot-checked
@@ -64,6 +65,30 @@ def test_edges_are_valid_and_flip_symmetric(name):
         assert frozenset((layout.flip_index[a], layout.flip_index[b])) in edges
     drawn = {i for e in layout.edges for i in e}
     assert drawn == set(range(len(layout)))
+
+
+def test_spin24_is_spins_part_order_and_flip():
+    """spin24 is SPIN's ``part`` order (constants.JOINT_NAMES[25:]) with SPIN's J24_FLIP_PERM as flip_index,
+    one definition shared with the SPIN npz writer, and COCO-17 converts onto its 12 limb and 5 face points."""
+    from fitlib.body.layouts import SPIN_PART_NAMES
+    from fitlib.interop import spin_npz
+
+    layout = get_layout("spin24")
+    assert layout.names is SPIN_PART_NAMES and spin_npz.SPIN_PART_NAMES is SPIN_PART_NAMES
+    assert layout.names[0] == "right_ankle" and layout.names[11] == "left_wrist" and layout.names[19] == "nose"
+    assert list(layout.flip_index) == [5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 12, 13, 14, 15, 16, 17, 18, 19, 21, 20,
+                                       23, 22]
+    kp = _keypoints("coco17", np.random.default_rng(6))
+    out = convert_keypoints(kp, "coco17", "spin24")
+    coco = get_layout("coco17")
+    shared = [i for i, n in enumerate(layout.names) if n in coco.names]
+    assert len(shared) == 17
+    for i in shared:
+        np.testing.assert_array_equal(out[i], kp[coco.index(layout.names[i])])
+    others = [i for i in range(24) if i not in shared]  # LSP / MPII / H36M points: not COCO points
+    assert np.isnan(out[others, :2]).all() and (out[others, 2] == 0).all()
+    back = convert_keypoints(out, "spin24", "coco17")
+    np.testing.assert_array_equal(back, kp)
 
 
 def test_get_layout():
