@@ -196,6 +196,9 @@ class Fitter:
             from fitlib.regression.predict import KeypointRegressor
 
             net, header = load_regressor(cfg.regressor, dev)
+            if net.config.encoder == "image":
+                raise ValueError(f"{cfg.regressor} is an image regressor: the fitter sees keypoints only; pass it as "
+                                 f"fitlib.fit(image, ..., regressor=PATH), which crops the image for it")
             self.regressor = KeypointRegressor(net, self.model, header)
 
     @property

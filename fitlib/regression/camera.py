@@ -14,8 +14,14 @@ can be projected with full perspective and the 2D loss computed in full-image pi
 The pelvis then projects exactly to the box point ``(cx, cy) + b/2 * s * (tx, ty)`` (tested), as the
 weak-perspective crop camera says. With ``fx != fy`` the mean focal length is used for depth.
 
-SPIN's weak-perspective camera (``mode="weak"``) uses the same conversion but no ``bbox_info``
-input and a 2D loss in box coordinates (:func:`weak_perspective_project`).
+The ``weak`` camera uses the same conversion but no ``bbox_info`` input and a 2D loss in box coordinates
+(:func:`weak_perspective_project`). SPIN's camera (``spin``) is the same crop camera on SMPL's origin instead
+of the pelvis, seen by SPIN's perspective camera: focal length :data:`SPIN_FOCAL` px on a :data:`SPIN_CROP` px
+crop, depth ``tz = 2 f / (224 s)`` (:func:`spin_project`). Its full-image pose is the same conversion
+(:func:`crop_to_translation`, with the real intrinsics: the origin lands where SPIN puts it and the body
+has SPIN's size in the image; other points differ by the perspective of the real focal length); under
+:func:`spin_intrinsics`, the full-image camera SPIN's crop camera implies, every point projects exactly as in
+SPIN (tested).
 """
 from __future__ import annotations
 
@@ -23,6 +29,10 @@ import torch
 
 BOX_SCALE = 1.2
 """The square person box is this many times the larger side of the visible keypoints' extent."""
+SPIN_FOCAL = 5000.0
+"""SPIN's focal length (px) on its crop."""
+SPIN_CROP = 224
+"""SPIN's crop side (px)."""
 MIN_SCALE = 1e-2
 """Crop-camera scales below this are clamped when converting (the camera loss keeps s above it)."""
 
@@ -87,3 +97,29 @@ def weak_perspective_project(points: torch.Tensor, pelvis: torch.Tensor, cam: to
 def to_box(xy: torch.Tensor, centre: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
     """Pixels [..., N, 2] to box-normalised coordinates (the box spans [-1, 1])."""
     return (xy - centre[..., None, :]) / (0.5 * size[..., None, None])
+
+
+def spin_project(points: torch.Tensor, origin: torch.Tensor, cam: torch.Tensor, focal: float = SPIN_FOCAL,
+                 crop: int = SPIN_CROP) -> torch.Tensor:
+    """SPIN's projection of camera-frame points [..., N, 3] (m) posed at ``origin`` [..., 3] (SMPL's origin),
+    with SPIN crop cameras ``cam = (s, tx, ty)`` [..., 3]: box-normalised coordinates [..., N, 2] (the crop
+    spans [-1, 1]) of the perspective camera of focal ``focal`` px on a ``crop`` px crop placing the origin
+    at depth ``tz = 2 focal / (crop s)``; i.e. ``s (X_xy + t) tz / (Z + tz)`` for X relative to the origin."""
+    rel = points - origin[..., None, :]
+    s = cam[..., None, :1].clamp_min(MIN_SCALE)
+    tz = 2.0 * focal / (crop * s)
+    return s * (rel[..., :2] + cam[..., None, 1:]) * tz / (rel[..., 2:] + tz)
+
+
+def spin_intrinsics(centre: torch.Tensor, size: torch.Tensor, focal: float = SPIN_FOCAL,
+                    crop: int = SPIN_CROP) -> torch.Tensor:
+    """[..., 3, 3] the full-image intrinsics SPIN's crop camera implies for boxes ``centre`` [..., 2], ``size``
+    [...] px: focal ``focal * size / crop`` px, principal point at the box centre. With these,
+    :func:`crop_to_translation` of a SPIN camera projects every point exactly where :func:`spin_project` puts
+    it in the box."""
+    f = focal * size / crop
+    K = torch.zeros(*size.shape, 3, 3, dtype=size.dtype, device=size.device)
+    K[..., 0, 0] = K[..., 1, 1] = f
+    K[..., :2, 2] = centre
+    K[..., 2, 2] = 1.0
+    return K

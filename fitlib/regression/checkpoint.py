@@ -9,6 +9,10 @@ seed, metrics). Weights may be stored as float16 (``half=True``) and are loaded 
 Every problem is a ValueError naming the file and what is wrong: not a file of this format, a damaged
 file, a different version, a layout or body model other than expected, a state dict that does not
 match its config.
+
+:func:`load_regressor` also reads SPIN's ``model_checkpoint.pt`` (:func:`fitlib.regression.spin.load_spin_checkpoint`:
+a file without fitlib's format tag, or larger than :data:`MAX_BYTES`, is tried as one), with the header
+:func:`spin_header` (layout ``coco17``: the COCO points the crop's box is made from; body model ``smpl``).
 """
 from __future__ import annotations
 
@@ -60,13 +64,29 @@ def save_regressor(path: str | Path, model: Regressor, body_model: str | None = 
     return path
 
 
+class NotFitlibCheckpoint(ValueError):
+    """A readable file that is not a fitlib regressor file (no format tag, or too large for one)."""
+
+
+def spin_header() -> dict:
+    """The header of a SPIN checkpoint read as a regressor (:func:`load_regressor`)."""
+    from fitlib.regression.spin import spin_config
+
+    config = RegressorConfig.model_validate(spin_config())
+    return {"version": VERSION, "layout": config.layout, "body_model": "smpl", "config": config.model_dump(),
+            "info": {"source": "SPIN checkpoint (converted on loading)"}}
+
+
 def read_header(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """(header, state dict) of a regressor file; ValueError naming the file for anything unreadable."""
+    """(header, state dict) of a regressor file; ValueError naming the file for anything unreadable
+    (:class:`NotFitlibCheckpoint` for a file that is not of this format)."""
     from fitlib.io.safe_load import read_regular_file
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"regressor checkpoint {path} not found")
+    if path.is_file() and path.stat().st_size > MAX_BYTES:
+        raise NotFitlibCheckpoint(f"{path} is larger than a fitlib regressor checkpoint ({MAX_BYTES >> 20} MiB)")
     raw = read_regular_file(path, max_bytes=MAX_BYTES, what="regressor checkpoint")  # no FIFOs, no huge files
     try:
         data = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
@@ -74,7 +94,7 @@ def read_header(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
         raise ValueError(f"{path} is not a readable regressor checkpoint (damaged or not a torch file): "
                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a fitlib regressor checkpoint (no '{FORMAT}' format tag)")
+        raise NotFitlibCheckpoint(f"{path} is not a fitlib regressor checkpoint (no '{FORMAT}' format tag)")
     try:
         header = json.loads(data["header"])
         sd = data["state_dict"]
@@ -95,7 +115,10 @@ def load_regressor(path: str | Path | None = None, device: str | torch.device | 
         (regressor, header).
     """
     path = Path(path) if path is not None else shipped_path()
-    header, sd = read_header(path)
+    try:
+        header, sd = read_header(path)
+    except NotFitlibCheckpoint as exc:
+        return _load_spin(path, device, layout, body_model, str(exc))
     for key in ("version", "layout", "body_model", "config"):
         if key not in header:
             raise ValueError(f"{path}: regressor checkpoint header lacks {key!r}")
@@ -129,6 +152,22 @@ def load_regressor(path: str | Path | None = None, device: str | torch.device | 
         raise ValueError(f"{path}: damaged weights (non-finite values in {bad[:5]})")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()})
     return model.to(device or "cpu").eval(), header
+
+
+def _load_spin(path: Path, device, layout: str | None, body_model: str | None, why: str) -> tuple[Regressor, dict]:
+    """A file that is not fitlib's, read as SPIN's checkpoint (or an error saying it is neither)."""
+    from fitlib.regression.spin import load_spin_checkpoint
+
+    header = spin_header()
+    try:
+        net = load_spin_checkpoint(path, device=device)
+    except ValueError as exc:
+        raise ValueError(f"{why}; read as a SPIN checkpoint: {exc}") from None
+    if layout is not None and header["layout"] != layout:
+        raise ValueError(f"{path}: a SPIN checkpoint reads layout {header['layout']!r}, expected {layout!r}")
+    if body_model is not None and header["body_model"] != body_model:
+        raise ValueError(f"{path}: a SPIN checkpoint was trained for SMPL, expected body model {body_model!r}")
+    return net, header
 
 
 def describe(header: dict[str, Any]) -> str:

@@ -2,8 +2,12 @@
 
 An encoder is a ``torch.nn.Module`` with an ``out_dim`` attribute and ``forward(inputs) -> x [B, out_dim]``,
 ``inputs`` being a :class:`EncoderInput` (the keypoints in the network's layout and their person box;
-an image encoder would read ``inputs.images``, crops cut with the same boxes). The head, the losses and
+the image encoder reads ``inputs.images``, crops cut with the same boxes). The head, the losses and
 the trainer never look inside: a new encoder is registered in :data:`ENCODERS` and named in the config.
+
+* :class:`KeypointEncoder` (``keypoints``): an MLP on the box-normalised keypoints;
+* :class:`ImageEncoder` (``image``): HMR's ResNet-50 (:mod:`fitlib.regression.resnet`, torchvision's
+  parameter names) on the crop, its pooled 2048-d feature.
 """
 from __future__ import annotations
 
@@ -21,14 +25,14 @@ class EncoderInput:
     """What an encoder may read, for B people.
 
     Attributes:
-        keypoints: [B, J, 3] (x px, y px, confidence) in the network's layout; missing points have
-            ``visible`` False (their coordinates are undefined, e.g. NaN).
+        keypoints: [B, J, 3] (x px, y px, confidence) in the network's layout, or None (an image network
+            run on boxes); missing points have ``visible`` False (their coordinates are undefined, e.g. NaN).
         visible: [B, J] bool.
         centre, size: the square person boxes, [B, 2] and [B] px.
         images: [B, 3, S, S] person crops for an image encoder, or None.
     """
 
-    keypoints: torch.Tensor
+    keypoints: torch.Tensor | None
     visible: torch.Tensor
     centre: torch.Tensor
     size: torch.Tensor
@@ -76,5 +80,25 @@ class KeypointEncoder(nn.Module):
         return torch.relu(self.blocks(self.inp(self.features(inputs))))
 
 
-ENCODERS: dict[str, Callable[..., nn.Module]] = {"keypoints": KeypointEncoder}
-"""Encoder constructors by config name: ``ctor(num_points=J, **encoder settings)``."""
+class ImageEncoder(nn.Module):
+    """Person crops -> feature: ResNet-50's pooled 2048-d feature (HMR, SPIN) of the ImageNet-normalised crop.
+
+    ``backbone`` is :func:`fitlib.regression.resnet.resnet50` (torchvision's where installed), so ImageNet or
+    SPIN backbone weights load by name into ``encoder.backbone.*``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        from fitlib.regression.resnet import resnet50
+
+        self.backbone = resnet50()
+        self.out_dim = 2048
+
+    def forward(self, inputs: EncoderInput) -> torch.Tensor:
+        from fitlib.regression.resnet import normalise
+
+        return self.backbone(normalise(inputs.images))
+
+
+ENCODERS: dict[str, Callable[..., nn.Module]] = {"keypoints": KeypointEncoder, "image": ImageEncoder}
+"""Encoder constructors by config name: ``ctor(num_points=J, **encoder settings)`` (the image encoder takes none)."""

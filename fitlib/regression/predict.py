@@ -1,10 +1,14 @@
-"""Running a trained regressor on keypoints: layout conversion, checks, hypothesis selection.
+"""Running a trained regressor on keypoints (and, for an image network, the image): layout conversion, checks,
+crops, hypothesis selection.
 
 :class:`KeypointRegressor` wraps a loaded :class:`~fitlib.regression.model.Regressor` with a body model.
-``predict(keypoints, K, layout)`` converts the keypoints to the network's layout (points with the same
-name; a layout that cannot provide the network's torso and limb points is an error naming it), flags
-people with too few usable points (they are not regressed), runs the network and returns every
-hypothesis plus the one whose projection is closest to the keypoints (:class:`Prediction`).
+``predict(keypoints, K, layout, images=None)`` converts the keypoints to the network's layout (points with
+the same name; a layout that cannot provide the network's torso and limb points is an error naming it),
+flags people with too few usable points (they are not regressed), runs the network and returns every
+hypothesis plus the one whose projection is closest to the keypoints (:class:`Prediction`). An image
+network (``encoder: image``, e.g. a converted SPIN checkpoint) also needs each person's image: it reads the
+crop of the person's keypoint box (:func:`~fitlib.regression.camera.keypoint_box`, SPIN's 1.2 x the
+keypoints' extent; :mod:`fitlib.datasets.crops`), and its camera is converted to the image's intrinsics.
 :func:`shared_regressor` keeps one per (checkpoint, body model, device) for the process.
 """
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -75,11 +80,18 @@ class KeypointRegressor:
         self.layout = net.config.layout
         self.device = next(net.parameters()).device
 
+    @property
+    def needs_images(self) -> bool:
+        """True for an image network (``predict`` then needs ``images``)."""
+        return self.net.config.encoder == "image"
+
     @torch.no_grad()
-    def predict(self, keypoints, K, layout: str = "coco17") -> Prediction:
+    def predict(self, keypoints, K, layout: str = "coco17", images: Sequence[np.ndarray] | None = None) -> Prediction:
         """Args:
             keypoints: [P, J, 3] (x px, y px, confidence) in ``layout`` (array or tensor; NaN / confidence 0: missing).
             K: [P, 3, 3] or [3, 3] intrinsics.
+            images: for an image network, person p's image (H x W x 3 uint8 RGB) as ``images[p]`` (the same array
+                for the people of one image).
         """
         lay = get_layout(layout)
         kp = np.asarray(keypoints.detach().cpu().numpy() if isinstance(keypoints, torch.Tensor) else keypoints,
@@ -99,7 +111,13 @@ class KeypointRegressor:
         net_lay = get_layout(self.layout)
         torso = vis[:, [net_lay.index(n) for n in _TORSO]].sum(-1)
         fitted = (vis.sum(-1) >= MIN_POINTS) & (torso >= 2)
-        out = self.net(x, Kt)
+        centre = size = crops = None
+        if self.needs_images:
+            if images is None or len(images) != P:
+                raise ValueError(f"an image regressor needs each person's image: got "
+                                 f"{'none' if images is None else len(images)} for {P} people")
+            crops, centre, size = self._crops(x, vis, images)
+        out = self.net(x, Kt, crops, centre, size)
         hyp = out.params(self.body_model)  # [P, H] (last iteration)
         H = hyp.betas.shape[1]
         flat = hyp.map(lambda t: t.reshape(P * H, -1))
@@ -115,6 +133,19 @@ class KeypointRegressor:
         params = hyp.map(lambda t: t[rows, best])
         joints = body.joints.view(P, H, 24, 3)[rows, best]
         return Prediction(params, hyp, best, err, proj[rows, best], joints, err[rows, best], fitted)
+
+
+    def _crops(self, x: torch.Tensor, vis: torch.Tensor, images: Sequence[np.ndarray]):
+        """Crops [P, 3, S, S] of the people's keypoint boxes, and the boxes (centre [P, 2], size [P] px)."""
+        from fitlib.datasets.crops import crop_image, crop_matrix
+        from fitlib.regression.camera import keypoint_box
+
+        S = self.net.config.image_size
+        centre, size = keypoint_box(torch.nan_to_num(x[..., :2]), vis)
+        c, b = centre.double().cpu().numpy(), size.double().cpu().numpy()
+        crops = np.stack([crop_image(np.asarray(img), crop_matrix(c[p], float(b[p]), S), S)
+                          for p, img in enumerate(images)]) if len(images) else np.zeros((0, 3, S, S), np.float32)
+        return torch.as_tensor(crops, dtype=x.dtype, device=x.device), centre, size
 
 
 def shared_regressor(checkpoint: str | Path | None = None, model: str | Path = "open",

@@ -127,3 +127,64 @@ def test_bad_shapes_and_config():
         Regressor(RegressorConfig(encoder_hidden=8, head_hidden=8))(torch.zeros(2, 18, 3), torch.eye(3).expand(2, 3, 3))
     with pytest.raises(ValueError, match="hidden_size"):
         RegressorConfig.model_validate({"hidden_size": 3})
+
+
+def test_spin_camera_is_exact_under_its_implied_intrinsics():
+    """SPIN's crop camera (f = 5000 px on a 224 px crop, on SMPL's origin), converted to a full-image camera:
+    with the intrinsics it implies, every point lands where SPIN's own perspective crop projection puts it."""
+    g = torch.Generator().manual_seed(4)
+    B, N = 32, 50
+    centre = torch.rand(B, 2, generator=g, dtype=torch.float64) * torch.tensor([1920.0, 1080.0], dtype=torch.float64)
+    size = 80 + 600 * torch.rand(B, generator=g, dtype=torch.float64)
+    cam = torch.stack([0.5 + torch.rand(B, generator=g, dtype=torch.float64),
+                       0.2 * torch.randn(B, generator=g, dtype=torch.float64),
+                       0.2 * torch.randn(B, generator=g, dtype=torch.float64)], -1)
+    body = 0.5 * torch.randn(B, N, 3, generator=g, dtype=torch.float64)  # points about the origin (m)
+    # SPIN: perspective in the 224 crop, principal point at its centre, origin at depth 2 f / (224 s)
+    tz = 2 * 5000.0 / (224 * cam[:, 0])
+    t = torch.cat([cam[:, 1:], tz[:, None]], -1)
+    X = body + t[:, None]
+    crop_px = 5000.0 * X[..., :2] / X[..., 2:] + 112.0
+    full_spin = centre[:, None] + (crop_px - 112.0) * (size / 224.0)[:, None, None]  # crop -> image pixels
+    K = camera.spin_intrinsics(centre, size)
+    origin = camera.crop_to_translation(cam, centre, size, K)
+    assert torch.allclose(origin, t, atol=1e-9)
+    assert torch.allclose(project(body + origin[:, None], K), full_spin, atol=1e-6)
+    box = camera.spin_project(body + origin[:, None], origin, cam)
+    assert torch.allclose(centre[:, None] + 0.5 * size[:, None, None] * box, full_spin, atol=1e-6)
+    # with an image's own intrinsics the origin lands on the same pixel and the body keeps SPIN's scale
+    K2 = torch.tensor([[1500.0, 0, 960], [0, 1500.0, 540], [0, 0, 1]], dtype=torch.float64).expand(B, 3, 3)
+    o2 = camera.crop_to_translation(cam, centre, size, K2)
+    assert torch.allclose(project(o2[:, None], K2)[:, 0], project(origin[:, None], K)[:, 0], atol=1e-6)
+
+
+def test_image_regressor_reads_crops_and_boxes(open_model):
+    torch.manual_seed(0)
+    net = Regressor(RegressorConfig(encoder="image", image_size=64, camera="spin", head_hidden=64)).eval()
+    B = 3
+    crops = torch.rand(B, 3, 64, 64)
+    K = torch.tensor([[800.0, 0, 320], [0, 800, 240], [0, 0, 1]]).expand(B, 3, 3)
+    centre, size = torch.tensor([[300.0, 200.0]] * B), torch.tensor([150.0] * B)
+    out = net(None, K, crops, centre, size)
+    assert out.rotmat.shape == (1, B, 1, 24, 3, 3) and out.anchor == "origin" and not out.visible.any()
+    assert torch.equal(out.centre, centre) and torch.equal(out.size, size)
+    # SPIN's camera sits on SMPL's origin: transl is the converted position itself
+    p = out.params(open_model)
+    assert torch.allclose(p.transl, out.pelvis[0])
+    # different crops, different estimates; the same crop, the same estimate whatever its batch
+    assert not torch.allclose(out.betas[0, 0], out.betas[0, 1])
+    alone = net(None, K[:1], crops[:1], centre[:1], size[:1])
+    assert torch.allclose(alone.rotmat[0, 0], out.rotmat[0, 0], atol=1e-5)
+    with pytest.raises(ValueError, match="crops"):
+        net(None, K, torch.rand(B, 3, 32, 32), centre, size)
+    with pytest.raises(ValueError, match="boxes"):
+        net(None, K, crops)
+
+
+def test_mean_params_start_the_head():
+    pose6d = initial_pose6d(1)[0]
+    betas, cam = torch.linspace(-1, 1, 10), torch.tensor([0.8, 0.1, -0.1])
+    net = Regressor(RegressorConfig(encoder_hidden=16, encoder_blocks=0, head_hidden=32), mean_params=(pose6d, betas, cam))
+    assert torch.equal(net.head.init_betas, betas) and torch.equal(net.head.init_cam, cam)
+    with pytest.raises(ValueError, match="mean_params"):
+        Regressor(RegressorConfig(encoder_hidden=16, head_hidden=32), mean_params=(pose6d[:10], betas, cam))
