@@ -43,7 +43,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7"],
-        "ray": ["ray>=2.9"],  # label jobs beyond one machine (fitlib label --ray)
+        # label jobs beyond one machine (fitlib label --ray) and data-parallel training (Ray Train)
+        "ray": ["ray[train]>=2.9"],
         "video": ["av>=14"],  # H.264 overlay videos (PyAV's wheels bundle FFmpeg with libx264); else VP9 .webm
     },
     entry_points={"console_scripts": ["fitlib=fitlib.cli:main"]},

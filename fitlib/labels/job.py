@@ -5,7 +5,9 @@ The work splits in two:
 
 * :class:`LabelWorker` (holds one :class:`~fitlib.fitting.Fitter`): a shard of items in, per item its people's
   candidate fits out (:class:`ItemOutcome`, numpy only, so that it travels between processes). Reading
-  images, detecting, fitting, scoring and judging happen here.
+  images, detecting, fitting, scoring and judging happen here. When the fitting config's regressor is an
+  image network (e.g. a SPIN checkpoint, or an image regressor trained in the loop), the worker runs it on
+  each person's crop and the fitter refines its estimate (the fitter alone sees keypoints only).
 * :func:`update_store` (the driver, alone writing the store): compare-and-replace of a shard's candidates in
   one transaction, with the stored fits re-scored on the new keypoints (camera re-estimated) first.
 
@@ -120,19 +122,37 @@ class LabelWorker:
 
         if threads:
             torch.set_num_threads(threads)
-        self.fitter = Fitter(model, fit_config, device)
+        from fitlib.fitting import load_config
+
+        fit_config = load_config(fit_config)
+        self.image_regressor = None
+        if fit_config.start == "regressor":
+            from fitlib.regression.checkpoint import load_regressor, shipped_path
+
+            net, header = load_regressor(fit_config.regressor or shipped_path(), device or "cpu")
+            if net.config.encoder == "image":  # this worker crops for it; the fitter's other people use multistart
+                from fitlib.regression.predict import KeypointRegressor
+
+                fit_config = fit_config.replace(start="multistart")
+                self.fitter = Fitter(model, fit_config, device)
+                self.image_regressor = KeypointRegressor(net, self.fitter.model, header)
+        if self.image_regressor is None:
+            self.fitter = Fitter(model, fit_config, device)
         self.config: LabelConfig = load_label_config(label_config)
         self.prior = load_pose_prior(self.fitter.config.pose_prior_file)
 
-    def _prepare(self, it: Item) -> tuple[np.ndarray, str, np.ndarray, tuple[int, int]]:
+    def _prepare(self, it: Item) -> tuple[np.ndarray, str, np.ndarray, tuple[int, int], np.ndarray | None]:
         from fitlib.detection import detect
         from fitlib.io.images import load_image
 
         image = None
         if it.image is not None:
             image = load_image(it.image)
-        elif it.image_path is not None and (it.keypoints is None or it.image_size is None):
+        elif it.image_path is not None and (it.keypoints is None or it.image_size is None
+                                            or self.image_regressor is not None):
             image = load_image(it.image_path)
+        if self.image_regressor is not None and image is None:
+            raise ValueError("the image regressor needs the item's image (keypoints alone were given)")
         size = it.image_size or (None if image is None else tuple(image.shape[:2]))
         if size is None:
             raise ValueError("no image and no image size")
@@ -146,7 +166,7 @@ class LabelWorker:
                 raise ValueError(f"keypoints for layout {layout!r} must have shape [P, {J}, 3], got {kps.shape}")
         K = (default_intrinsics(int(size[0]), int(size[1]), dtype=torch.float64).numpy() if it.K is None
              else np.asarray(it.K, dtype=np.float64))
-        return kps, layout, K, (int(size[0]), int(size[1]))
+        return kps, layout, K, (int(size[0]), int(size[1])), image
 
     def process(self, shard: list[Item]) -> list[ItemOutcome]:
         """Fit every person of a shard's items (one optimiser batch per layout); per item an outcome."""
@@ -158,7 +178,7 @@ class LabelWorker:
                 out.error = it.error
                 continue
             try:
-                kps, layout, K, size = self._prepare(it)
+                kps, layout, K, size, image = self._prepare(it)
             except (OSError, ValueError) as exc:
                 out.error = str(exc)
                 continue
@@ -167,22 +187,39 @@ class LabelWorker:
                 out.error = f"{len(ids)} person ids for {len(kps)} people"
                 continue
             out.layout, out.K, out.image_size = layout, K, size
-            ready.append((out, kps, ids))
-        for layout in dict.fromkeys(o.layout for o, kps, _ in ready if len(kps)):
-            group = [(o, kps, ids) for o, kps, ids in ready if o.layout == layout and len(kps)]
+            ready.append((out, kps, ids, image))
+        for layout in dict.fromkeys(r[0].layout for r in ready if len(r[1])):
+            group = [r for r in ready if r[0].layout == layout and len(r[1])]
             self._fit_group(group, layout)
         return outcomes
+
+    def _image_inits(self, kp: torch.Tensor, Ks: torch.Tensor, layout: str, images: list) -> list | None:
+        """Per-person inits from the image regressor (None for people it cannot read)."""
+        from fitlib.regression.predict import check_layout
+
+        try:
+            check_layout(layout, self.image_regressor.layout)
+        except ValueError:
+            return None
+        pred = self.image_regressor.predict(kp, Ks, layout, images=images)
+        est = pred.params.to(self.fitter.device, self.fitter.dtype)
+        return [est.index(slice(i, i + 1)) if bool(pred.fitted[i]) and bool(est.transl[i, 2] > 0) else None
+                for i in range(len(kp))]
 
     def _fit_group(self, group: list, layout: str) -> None:
         fitter = self.fitter
         dt, dev = fitter.dtype, fitter.device
-        kp = torch.as_tensor(np.concatenate([k for _, k, _ in group]), dtype=dt, device=dev)
-        Ks = torch.as_tensor(np.concatenate([np.broadcast_to(o.K, (len(k), 3, 3)) for o, k, _ in group]), dtype=dt, device=dev)
-        sizes = torch.tensor([o.image_size for o, k, _ in group for _ in range(len(k))], dtype=dt, device=dev)
+        kp = torch.as_tensor(np.concatenate([k for _, k, _, _ in group]), dtype=dt, device=dev)
+        Ks = torch.as_tensor(np.concatenate([np.broadcast_to(o.K, (len(k), 3, 3)) for o, k, _, _ in group]), dtype=dt,
+                             device=dev)
+        sizes = torch.tensor([o.image_size for o, k, _, _ in group for _ in range(len(k))], dtype=dt, device=dev)
         try:
-            fit = fitter.fit(kp, Ks, layout, image_size=sizes)
+            init = None
+            if self.image_regressor is not None:
+                init = self._image_inits(kp, Ks, layout, [img for _, k, _, img in group for _ in range(len(k))])
+            fit = fitter.fit(kp, Ks, layout, init=init, image_size=sizes)
         except ValueError as exc:  # e.g. NaN-free checks of the whole batch: report per item
-            for o, _, _ in group:
+            for o, _, _, _ in group:
                 o.error = str(exc)
             return
         params = fit.params.detach()
@@ -200,7 +237,7 @@ class LabelWorker:
         tr = params.transl.cpu().double().numpy()
         kpn = kp.cpu().double().numpy()
         row = 0
-        for o, k, ids in group:
+        for o, k, ids, _ in group:
             for pid in ids:
                 why = verdict.reasons[row] if bool(fitted[row]) else "not fitted"
                 o.people.append(Candidate(pid, kpn[row], pose[row], betas[row], tr[row], float(score[row]),

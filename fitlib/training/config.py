@@ -10,7 +10,7 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
 from fitlib.io.config_files import read_settings
 from fitlib.regression.model import RegressorConfig
@@ -65,6 +65,35 @@ class LoopConfig(BaseModel):
     """Keep every n-th frame of video sources."""
 
 
+class ImageSet(BaseModel):
+    """One SPIN-format dataset file (:mod:`fitlib.datasets.spin_data`) and the folder its ``imgname`` paths are in."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    npz: str
+    image_root: str
+    weight: float = Field(1.0, gt=0)
+    """Relative share of each batch drawn from this set (SPIN mixes its datasets with fixed shares)."""
+
+
+class ImageDataConfig(BaseModel):
+    """Data of an image regressor (``model.encoder: image``): SPIN-format sets, SPIN's crop augmentation,
+    pseudo-labels from a label store for samples without SMPL ground truth."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    train: list[ImageSet] = Field(min_length=1)
+    val: list[ImageSet] = Field(default_factory=list)
+    """Validation sets (never augmented); none: validation on the first ``val_samples`` of the training sets,
+    unaugmented (not held out: say so when reporting)."""
+    augment: dict = Field(default_factory=dict)
+    """:class:`fitlib.datasets.crops.AugmentConfig` settings (SPIN's by default)."""
+    pseudo_labels: str | None = None
+    """A label store whose valid fits supervise the samples without ``has_smpl`` (matched by image and box)."""
+    loader_threads: StrictInt = Field(2, ge=1)
+    """Threads decoding and cropping images."""
+
+
 class TrainConfig(BaseModel):
     """Everything a training run depends on (stored in its checkpoints; a resumed run must match)."""
 
@@ -92,6 +121,17 @@ class TrainConfig(BaseModel):
     data: DataConfig = Field(default_factory=DataConfig)
     loss: LossWeights = Field(default_factory=LossWeights)
     loop: LoopConfig = Field(default_factory=LoopConfig)
+    images: ImageDataConfig | None = None
+    """The data of an image regressor (required with ``model.encoder: image``; the synthetic ``data`` is then unused)."""
+    amp: bool = False
+    """Mixed precision (float16 autocast and gradient scaling) on CUDA; ignored on the CPU."""
+
+    @model_validator(mode="after")
+    def _image_data(self) -> "TrainConfig":
+        if (self.model.encoder == "image") != (self.images is not None):
+            raise ValueError("an image regressor (model.encoder: image) trains on images: give the images section; "
+                             "a keypoint regressor takes none")
+        return self
 
 
 def _describe(error: dict) -> str:

@@ -8,6 +8,11 @@ fitter's init, written to the store as round ``r``; (2) ``loop.steps_per_round``
 current weights on batches mixing synthetic 3D-supervised samples and the store's pseudo-labels
 (:class:`~fitlib.training.pseudo_labels.PseudoLabels`). Each round has its run folder ``round_<r>/``.
 
+An image regressor (``model.encoder: image``) loops the same way, as SPIN does: the label job runs it on each
+person's crop (the sources are then the image sets' images), and in (2) the store's fits supervise the samples
+of the image sets they match (same image, overlapping box: ``images.pseudo_labels``) instead of synthetic
+samples.
+
 Resumable: a killed loop started again skips finished rounds (their weights exist), the label job skips the
 items its regressor already labelled, and a training run resumes from its checkpoint.
 """
@@ -68,14 +73,21 @@ def train_loop(config, out: str | Path, store: str | Path, unlabelled: list[str]
         fit_cfg = fit_cfg.replace(regressor=str(current))
         summary = run_label_job(items(unlabelled, every=cfg.loop.every), store, config=fit_cfg,
                                 label_config=cfg.loop.label_config, round=r, ray=ray, progress=progress)
-        pseudo = PseudoLabels(store, model, cfg.model.layout)
-        res = train(round_config(cfg, r), out / f"round_{r}", model, progress=progress, init_weights=current,
+        rcfg = round_config(cfg, r)
+        if cfg.model.encoder == "image":  # the store's fits supervise the image sets' samples they match
+            rcfg = rcfg.model_copy(update={"images": rcfg.images.model_copy(update={"pseudo_labels": str(store)})})
+            pseudo = None
+        else:
+            pseudo = PseudoLabels(store, model, cfg.model.layout)
+        res = train(rcfg, out / f"round_{r}", model, progress=progress, init_weights=current,
                     pseudo_labels=pseudo, info={"loop_round": r, "store": str(store)})
         current = Path(res["out"]) / "regressor.pt"
-        history.append({"round": r, "labels": {k: getattr(summary, k) for k in
-                                               ("fitted", "new", "replaced", "kept", "invalid", "failed")},
-                        "pseudo_labels": len(pseudo), "with_smpl": int(pseudo.has_smpl.sum()), "val": res["last"],
-                        "weights": str(current)})
+        row = {"round": r, "labels": {k: getattr(summary, k) for k in
+                                      ("fitted", "new", "replaced", "kept", "invalid", "failed")},
+               "val": res["last"], "weights": str(current)}
+        if pseudo is not None:
+            row.update(pseudo_labels=len(pseudo), with_smpl=int(pseudo.has_smpl.sum()))
+        history.append(row)
         with atomic_write(out / "loop.json") as fh:
             fh.write(json.dumps(history, indent=1).encode())
     return history

@@ -17,9 +17,11 @@ with the lowest 2D error against the input keypoints, as :func:`fitlib.regress` 
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -36,7 +38,8 @@ from fitlib.io.atomic import atomic_write
 from fitlib.regression.checkpoint import open_model_identity, save_regressor
 from fitlib.regression.model import Regressor, RegressorOutput
 from fitlib.training.config import LossWeights, TrainConfig, load_train_config
-from fitlib.training.data import Batch, SampleGenerator
+from fitlib.datasets.batch import Batch
+from fitlib.training.data import SampleGenerator
 
 HIPS = (1, 2)
 """SMPL joints whose mean aligns predicted and true 3D joints."""
@@ -53,10 +56,21 @@ def predicted_keypoints(model: BodyModel, out: RegressorOutput, layout: str):
     """Joints [I, B, H, 24, 3] and layout keypoints [I, B, H, J, 3] (camera frame) of every estimate."""
     rot, betas, pelvis, _, (I, B, H) = _pose_rows(out)
     pose = roma.rotmat_to_rotvec(rot)
-    transl = pelvis - model.rest_joints(betas)[:, 0]
-    body = model(pose, betas, transl, layout=layout)
+    body = model(pose, betas, out.transl(model, pelvis, betas), layout=layout)
     J = body.keypoints.shape[1]
     return body.joints.view(I, B, H, 24, 3), body.keypoints.view(I, B, H, J, 3), body.keypoint_mask
+
+
+def project_estimates(out: RegressorOutput, kp3d: torch.Tensor, K: torch.Tensor, mode: str) -> torch.Tensor:
+    """Pixels [I, B, H, J, 2] of the estimates' keypoints ``kp3d`` [I, B, H, J, 3] (m) as the camera ``mode``
+    sees them: ``cliff``: perspective with the intrinsics K [B, 3, 3]; ``weak`` / ``spin``: the crop camera's
+    projection in box coordinates (:mod:`fitlib.regression.camera`), mapped to pixels with the box."""
+    if mode == "cliff":
+        return project(kp3d, K[None, :, None])
+    from fitlib.regression.camera import spin_project, weak_perspective_project
+
+    box = (spin_project if mode == "spin" else weak_perspective_project)(kp3d, out.pelvis, out.cam)
+    return out.centre[None, :, None, None] + 0.5 * out.size[None, :, None, None, None] * box
 
 
 def regressor_loss(model: BodyModel, out: RegressorOutput, batch: Batch, weights: LossWeights, layout: str,
@@ -75,13 +89,7 @@ def regressor_loss(model: BodyModel, out: RegressorOutput, batch: Batch, weights
     lay = get_layout(layout)
     joints, kp3d, mask = predicted_keypoints(model, out, lay)
     I, B, H = out.betas.shape[:3]
-    K = batch.K[None, :, None]
-    if mode == "cliff":
-        proj = project(kp3d, K)
-    else:  # SPIN's weak perspective in box coordinates, back in pixels
-        from fitlib.regression.camera import weak_perspective_project
-        box = weak_perspective_project(kp3d, out.pelvis, out.cam)
-        proj = out.centre[None, :, None, None] + 0.5 * out.size[None, :, None, None, None] * box
+    proj = project_estimates(out, kp3d, batch.K, mode)
     ones = torch.ones(len(lay), dtype=proj.dtype, device=proj.device)
     det_xy, det_w, det_use = losses.clean_keypoints(batch.keypoints, mask, ones, 0.0, True)
     gt_xy, gt_w, gt_use = losses.clean_keypoints(batch.gt_keypoints2d, mask, ones, 0.5, True)
@@ -126,31 +134,57 @@ def select_hypothesis(proj: torch.Tensor, keypoints: torch.Tensor, visible: torc
     return err.argmin(-1)
 
 
+def forward_batch(net, batch: Batch) -> RegressorOutput:
+    """The network (or its DDP wrapper) on a batch: keypoints, intrinsics and, for an image network, the crops
+    and their boxes."""
+    return net(batch.keypoints, batch.K, batch.images, batch.centre, batch.size)
+
+
 @torch.no_grad()
-def validate(net: Regressor, model: BodyModel, gen: SampleGenerator, samples: int, batch_size: int = 512) -> dict:
-    """PA-MPJPE-14 and MPJPE-14 (mm) on ``samples`` fixed validation samples: of the selected hypothesis (by
-    2D error), of hypothesis 0 and of the best one (an oracle)."""
+def validate(net: Regressor, model: BodyModel, gen, samples: int, batch_size: int = 512) -> dict:
+    """Validation metrics on ``samples`` fixed samples of ``gen`` (anything with ``batch(step, n) -> Batch``):
+    PA-MPJPE-14 and MPJPE-14 (mm, over the samples with 3D) of the selected hypothesis (by 2D error), of
+    hypothesis 0 and of the best one (an oracle); ``err2d_px``: the selected hypothesis' mean distance (px)
+    to the exact 2D points (the detections where a sample has none). Metrics without samples are NaN."""
     was = net.training
     net.eval()
-    res: dict[str, list] = {"pa_mpjpe14": [], "mpjpe14": [], "pa_mpjpe14_h0": [], "pa_mpjpe14_oracle": []}
-    layout = net.config.layout
+    keys = ("pa_mpjpe14", "mpjpe14", "pa_mpjpe14_h0", "pa_mpjpe14_oracle", "err2d_px")
+    res: dict[str, list] = {k: [] for k in keys}
+    layout, mode = net.config.layout, net.config.camera
+    dev = next(net.parameters()).device
     for step in range(math.ceil(samples / batch_size)):
-        b = gen.batch(step, min(batch_size, samples - step * batch_size)).to(next(net.parameters()).device)
-        out = net(b.keypoints, b.K)
-        joints, kp3d, _ = predicted_keypoints(model, out, layout)
-        joints, kp3d = joints[-1], kp3d[-1]  # [B, H, ...]
-        proj = project(kp3d, b.K[:, None])
-        pick = select_hypothesis(proj, b.keypoints, out.visible)
-        gt14 = metrics.lsp14(b.joints.double())
-        pa_all = torch.stack([metrics.pa_mpjpe(metrics.lsp14(joints[:, h].double()), gt14)
-                              for h in range(joints.shape[1])], 1) * 1000  # [B, H]
-        sel = joints[torch.arange(len(pick)), pick]
-        res["pa_mpjpe14"].append(pa_all.gather(1, pick[:, None])[:, 0])
-        res["pa_mpjpe14_h0"].append(pa_all[:, 0])
-        res["pa_mpjpe14_oracle"].append(pa_all.min(1).values)
-        res["mpjpe14"].append(metrics.mpjpe(metrics.lsp14(sel.double()), gt14, root=metrics.LSP14_HIPS) * 1000)
+        b = gen.batch(step, min(batch_size, samples - step * batch_size)).to(dev)
+        out = forward_batch(net, b)
+        joints, kp3d, mask = predicted_keypoints(model, out, layout)
+        proj = project_estimates(out, kp3d, b.K, mode)[-1]  # [B, H, J, 2]
+        joints = joints[-1]
+        pick = select_hypothesis(proj, b.keypoints, out.visible & mask)
+        rows = torch.arange(len(pick), device=dev)
+        ref = torch.where(b.has_gt2d[:, None, None], b.gt_keypoints2d, b.keypoints)
+        use = torch.isfinite(ref).all(-1) & (ref[..., 2] > 0) & mask
+        d = (proj[rows, pick] - ref[..., :2].nan_to_num()).norm(dim=-1)
+        n = use.sum(-1)
+        res["err2d_px"].append(((d * use).sum(-1) / n.clamp_min(1))[n > 0])
+        m3 = b.has_3d
+        if m3.any():
+            gt14 = metrics.lsp14(b.joints[m3].double())
+            j3 = joints[m3]
+            pa_all = torch.stack([metrics.pa_mpjpe(metrics.lsp14(j3[:, h].double()), gt14)
+                                  for h in range(j3.shape[1])], 1) * 1000  # [B3, H]
+            p3 = pick[m3]
+            sel = j3[torch.arange(len(p3), device=dev), p3]
+            res["pa_mpjpe14"].append(pa_all.gather(1, p3[:, None])[:, 0])
+            res["pa_mpjpe14_h0"].append(pa_all[:, 0])
+            res["pa_mpjpe14_oracle"].append(pa_all.min(1).values)
+            res["mpjpe14"].append(metrics.mpjpe(metrics.lsp14(sel.double()), gt14, root=metrics.LSP14_HIPS) * 1000)
     net.train(was)
-    return {k: float(torch.cat(v).mean()) for k, v in res.items()}
+    return {k: float(torch.cat(v).double().mean()) if v and sum(len(t) for t in v) else float("nan")
+            for k, v in res.items()}
+
+
+def val_score(v: dict) -> float:
+    """What selects the best weights: PA-MPJPE-14 where the validation samples have 3D, else the 2D error."""
+    return v["pa_mpjpe14"] if math.isfinite(v["pa_mpjpe14"]) else v["err2d_px"]
 
 
 def _lr(cfg: TrainConfig, step: int) -> float:
@@ -181,13 +215,18 @@ def _read_log(path: Path) -> list[dict]:
 
 
 def plot_curves(rows: list[dict], path: Path) -> None:
-    """Training loss (left axis, log) and validation PA-MPJPE-14 (right) against step, as a PNG (OpenCV)."""
+    """Training loss (left axis, log) and validation PA-MPJPE-14 (right; the 2D error in px when the validation
+    samples have no 3D) against step, as a PNG (OpenCV)."""
     import cv2
 
     W, Hh, m = 900, 500, 60
     img = np.full((Hh, W, 3), 255, np.uint8)
     tr = [(r["step"], r["loss"]) for r in rows if "loss" in r and r["loss"] > 0]
-    va = [(r["step"], r["val_pa_mpjpe14"]) for r in rows if "val_pa_mpjpe14" in r]
+    va = [(r["step"], r["val_pa_mpjpe14"]) for r in rows if math.isfinite(r.get("val_pa_mpjpe14", math.nan))]
+    what = "PA-MPJPE-14", "mm"
+    if not va:  # 2D-only validation (an image regressor on 2D-labelled sets)
+        va = [(r["step"], r["val_err2d_px"]) for r in rows if math.isfinite(r.get("val_err2d_px", math.nan))]
+        what = "2D error", "px"
     if not tr:
         return
     smax = max(s for s, _ in tr + va) or 1
@@ -204,7 +243,7 @@ def plot_curves(rows: list[dict], path: Path) -> None:
     if va:
         vv = [v for _, v in va]
         curve(va, min(vv) * 0.95, max(vv) * 1.05, (0, 0, 220))
-        cv2.putText(img, f"val PA-MPJPE-14 (red): {vv[-1]:.1f} mm (best {min(vv):.1f})", (m, 30),
+        cv2.putText(img, f"val {what[0]} (red): {vv[-1]:.1f} {what[1]} (best {min(vv):.1f})", (m, 30),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 220), 1, cv2.LINE_AA)
     cv2.putText(img, f"train loss (blue, log): {min(lv):.3g}..{max(lv):.3g}", (m, 52), cv2.FONT_HERSHEY_SIMPLEX,
                 0.55, (200, 80, 0), 1, cv2.LINE_AA)
@@ -217,8 +256,17 @@ def plot_curves(rows: list[dict], path: Path) -> None:
 
 def train(config, out: str | Path, body_model: BodyModel | None = None, progress: bool = True,
           stop_after: int | None = None, info: dict | None = None, init_weights: str | Path | None = None,
-          pseudo_labels=None) -> dict:
+          pseudo_labels=None, encoder_weights: str | Path | None = None) -> dict:
     """Train (or resume) a regressor in ``out``; returns the final validation metrics and paths.
+
+    The data: a keypoint regressor trains on synthetic samples (:class:`SampleGenerator`) plus, in the loop,
+    pseudo-labels; an image regressor (``model.encoder: image``) on the SPIN-format sets of ``images``
+    (:class:`~fitlib.training.image_samples.ImageSamples`, with the store's pseudo-labels matched in).
+
+    Data-parallel when ``torch.distributed`` is initialised (e.g. by Ray Train's ``TorchTrainer``,
+    :mod:`fitlib.training.ray_train`): every worker draws the same batch of ``batch_size`` samples and
+    computes its share (``rank::world_size``), gradients are averaged (DDP); rank 0 alone writes the log,
+    checkpoints and weights (a multi-machine run needs ``out`` on storage all workers see, to resume).
 
     Args:
         config: a training config (:func:`~fitlib.training.config.load_train_config`).
@@ -228,7 +276,9 @@ def train(config, out: str | Path, body_model: BodyModel | None = None, progress
         info: recorded in the saved weights' header.
         init_weights: a regressor file to start from (same network settings) instead of random weights.
         pseudo_labels: a :class:`~fitlib.training.pseudo_labels.PseudoLabels`: that fraction of each batch
-            (``loop.pseudo_fraction``) comes from it, the rest is synthetic.
+            (``loop.pseudo_fraction``) comes from it, the rest is synthetic (keypoint regressors).
+        encoder_weights: ImageNet (torchvision ``resnet50``) or SPIN backbone weights for a new image
+            regressor's ResNet-50 (:func:`fitlib.regression.resnet.load_backbone_weights`).
     """
     from tqdm import tqdm
 
@@ -241,8 +291,19 @@ def train(config, out: str | Path, body_model: BodyModel | None = None, progress
     dev = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                        ("cpu" if cfg.device == "auto" else cfg.device))
     loss_model = model if dev == model.joint_template.device else load_body_model("open", device=dev)
+    dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist else (0, 1)
+    if dist and dev.type == "cuda" and cfg.device == "auto":
+        dev = torch.device("cuda", torch.cuda.current_device())
+        loss_model = load_body_model("open", device=dev) if body_model is None else model.to(dev)
     torch.manual_seed(cfg.seed)
     net = Regressor(cfg.model).to(dev)
+    if encoder_weights is not None:
+        if cfg.model.encoder != "image":
+            raise ValueError("encoder weights are for an image regressor (model.encoder: image)")
+        from fitlib.regression.resnet import load_backbone_weights
+
+        load_backbone_weights(net.encoder.backbone, encoder_weights)
     if init_weights is not None:
         from fitlib.regression.checkpoint import load_regressor
 
@@ -253,8 +314,29 @@ def train(config, out: str | Path, body_model: BodyModel | None = None, progress
             raise ValueError(f"{init_weights}: its network does not match the config's model settings ({exc})") from None
     n_pseudo = 0 if pseudo_labels is None else int(round(cfg.batch_size * cfg.loop.pseudo_fraction))
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    train_gen = SampleGenerator(model, cfg.data, "train", cfg.model.layout, cfg.seed)
-    val_gen = SampleGenerator(model, cfg.data, "val", cfg.model.layout, cfg.seed + 1)
+    val_samples = cfg.val_samples
+    if cfg.model.encoder == "image":
+        from fitlib.training.image_samples import ImageSamples
+
+        if pseudo_labels is not None:
+            raise ValueError("an image regressor takes its pseudo-labels from images.pseudo_labels (a label store)")
+        img = cfg.images
+        train_gen = ImageSamples(img.train, model, cfg.model.layout, cfg.model.image_size, img.augment, cfg.seed,
+                                 "train", img.loader_threads, img.pseudo_labels)
+        val_gen = ImageSamples(img.val or img.train, model, cfg.model.layout, cfg.model.image_size, None, cfg.seed + 1,
+                               "val", img.loader_threads)
+        val_samples = min(val_samples, len(val_gen))
+    else:
+        train_gen = SampleGenerator(model, cfg.data, "train", cfg.model.layout, cfg.seed)
+        val_gen = SampleGenerator(model, cfg.data, "val", cfg.model.layout, cfg.seed + 1)
+    use_amp = cfg.amp and dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+    train_net = net
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_net = DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
+    lead = rank == 0
     ckpt, log_path = out / "checkpoint.pt", out / "log.jsonl"
     step, best, seconds = 0, float("inf"), 0.0
     cfg_json = cfg.model_dump_json(exclude={"device"})  # a run may resume on another device
@@ -273,36 +355,57 @@ def train(config, out: str | Path, body_model: BodyModel | None = None, progress
         opt.load_state_dict(state["optimizer"])
         step, best, seconds = int(state["step"]), float(state["best"]), float(state["seconds"])
     rows = [r for r in _read_log(log_path) if r["step"] <= step]
-    with atomic_write(log_path) as fh:  # drop what a killed run logged after its last checkpoint
-        fh.write("".join(json.dumps(r) + "\n" for r in rows).encode())
+    if lead:
+        with atomic_write(log_path) as fh:  # drop what a killed run logged after its last checkpoint
+            fh.write("".join(json.dumps(r) + "\n" for r in rows).encode())
     total = cfg.epochs * cfg.steps_per_epoch
     meta = {"config": cfg.model_dump(), **(info or {})}
 
     def checkpoint():
+        if not lead:
+            return
         _save_state(ckpt, {"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best,
                            "seconds": seconds, "config": cfg_json})
 
     net.train()
-    bar = tqdm(total=total, initial=step, desc="train-regressor", unit="step", disable=not progress,
+    bar = tqdm(total=total, initial=step, desc="train-regressor", unit="step", disable=not (progress and lead),
                dynamic_ncols=True)
-    logf = open(log_path, "a")
+    logf = open(log_path, "a") if lead else open(os.devnull, "w")
     try:
         while step < total:
             t0 = time.perf_counter()
-            parts = [train_gen.batch(step, cfg.batch_size - n_pseudo)] if n_pseudo < cfg.batch_size else []
-            if n_pseudo:
-                parts.append(pseudo_labels.batch(step, n_pseudo, cfg.seed))
-            batch = Batch.cat(parts).to(dev)
+            if cfg.model.encoder == "image":
+                batch = train_gen.batch(step, cfg.batch_size, shard=(rank, world))
+            else:
+                parts = [train_gen.batch(step, cfg.batch_size - n_pseudo)] if n_pseudo < cfg.batch_size else []
+                if n_pseudo:
+                    parts.append(pseudo_labels.batch(step, n_pseudo, cfg.seed))
+                batch = Batch.cat(parts)
+                if world > 1:
+                    batch = batch.rows(slice(rank, None, world))
+            batch = batch.to(dev)
             for group in opt.param_groups:
                 group["lr"] = _lr(cfg, step)
-            torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout, reproducible on resume
-            outp = net(batch.keypoints, batch.K)
+            torch.manual_seed((cfg.seed * 1_000_003 + step) * world + rank)  # dropout, reproducible on resume
+            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+                outp = forward_batch(train_net, batch)
+            if use_amp:  # the loss in float32
+                outp = dataclasses.replace(outp, **{f.name: getattr(outp, f.name).float() for f in dataclasses.fields(outp)
+                                                    if isinstance(getattr(outp, f.name), torch.Tensor)})
             loss, terms = regressor_loss(loss_model, outp, batch, cfg.loss, cfg.model.layout, cfg.model.camera)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+            else:
+                loss.backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            opt.step()
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
             step += 1
             seconds += time.perf_counter() - t0
             bar.update(1)
@@ -312,19 +415,23 @@ def train(config, out: str | Path, body_model: BodyModel | None = None, progress
                                        **terms}) + "\n")
                 logf.flush()
             epoch_end = step % cfg.steps_per_epoch == 0
-            if epoch_end:
-                v = validate(net, loss_model, val_gen, cfg.val_samples)
+            if epoch_end and lead:
+                v = validate(net, loss_model, val_gen, val_samples)
                 row = {"step": step, "epoch": step // cfg.steps_per_epoch, "seconds": round(seconds, 2),
                        **{f"val_{k}": round(x, 3) for k, x in v.items()}}
                 logf.write(json.dumps(row) + "\n")
                 logf.flush()
-                bar.write(f"epoch {row['epoch']}: val PA-MPJPE-14 {v['pa_mpjpe14']:.1f} mm (h0 "
-                          f"{v['pa_mpjpe14_h0']:.1f}, oracle {v['pa_mpjpe14_oracle']:.1f}), MPJPE-14 {v['mpjpe14']:.1f} mm")
+                if math.isfinite(v["pa_mpjpe14"]):
+                    bar.write(f"epoch {row['epoch']}: val PA-MPJPE-14 {v['pa_mpjpe14']:.1f} mm (h0 "
+                              f"{v['pa_mpjpe14_h0']:.1f}, oracle {v['pa_mpjpe14_oracle']:.1f}), MPJPE-14 "
+                              f"{v['mpjpe14']:.1f} mm, 2D {v['err2d_px']:.1f} px")
+                else:
+                    bar.write(f"epoch {row['epoch']}: val 2D error {v['err2d_px']:.1f} px (no 3D in the validation samples)")
                 net.eval()
                 save_regressor(out / "regressor_last.pt", net, open_model_identity(),
                                {**meta, "step": step, "val": v}, half=True)
-                if v["pa_mpjpe14"] < best:
-                    best = v["pa_mpjpe14"]
+                if val_score(v) < best:
+                    best = val_score(v)
                     save_regressor(out / "regressor.pt", net, open_model_identity(),
                                    {**meta, "step": step, "val": v}, half=True)
                 net.train()
@@ -337,6 +444,6 @@ def train(config, out: str | Path, body_model: BodyModel | None = None, progress
         logf.close()
         bar.close()
     rows = _read_log(log_path)
-    vals = [r for r in rows if "val_pa_mpjpe14" in r]
-    return {"step": step, "best_val_pa_mpjpe14": best, "last": vals[-1] if vals else None, "seconds": seconds,
+    vals = [r for r in rows if "epoch" in r]
+    return {"step": step, "best_val": best, "last": vals[-1] if vals else None, "seconds": seconds,
             "out": str(out)}
