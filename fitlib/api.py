@@ -91,7 +91,8 @@ def _as_init(init: Any, P: int) -> list[SMPLParams | None] | None:
 
 def fit(image: str | Path | np.ndarray, keypoints: Any = None, *, layout: str = "coco17",
         K: np.ndarray | None = None, init: Any = None, config: str | Path | dict | FitConfig | None = None,
-        device: str | torch.device | None = None, model: str | Path = "open") -> FitResult:
+        device: str | torch.device | None = None, model: str | Path = "open",
+        regressor: str | Path | None = None) -> FitResult:
     """Fit SMPL bodies to the people in one image.
 
     Args:
@@ -109,16 +110,19 @@ def fit(image: str | Path | np.ndarray, keypoints: Any = None, *, layout: str = 
         config: fitting config name (``default``, ``fast``, ``spin``), YAML path, dict or :class:`FitConfig`.
         device: torch device (default CPU).
         model: body model (``"open"`` or an SMPL file/folder).
+        regressor: a regressor checkpoint (fitlib's, keypoint or image network, or a SPIN checkpoint) whose
+            estimate (:func:`regress`) starts the people ``init`` leaves open; the fitter refines it.
     Returns:
         :class:`FitResult`; nobody in the image gives an empty result.
     """
     return fit_batch([image], [keypoints], layout=layout, K=[K], init=[init], config=config, device=device,
-                     model=model)[0]
+                     model=model, regressor=regressor)[0]
 
 
 def fit_batch(images: list, keypoints: list | None = None, *, layout: str = "coco17", K: list | None = None,
               init: list | None = None, config: str | Path | dict | FitConfig | None = None,
-              device: str | torch.device | None = None, model: str | Path = "open") -> list[FitResult]:
+              device: str | torch.device | None = None, model: str | Path = "open",
+              regressor: str | Path | None = None) -> list[FitResult]:
     """Fit the people of several images in one optimiser batch (one batch per keypoint layout).
 
     Arguments are as for :func:`fit`, given per image as lists (``keypoints``, ``K``
@@ -142,7 +146,10 @@ def fit_batch(images: list, keypoints: list | None = None, *, layout: str = "coc
         h, w = img.shape[:2]
         kps, lay, boxes, scores = _as_people(detect(img) if kp_in is None else kp_in, layout)
         items.append({"kps": kps, "layout": lay, "K": _as_K(K_in, h, w), "size": (h, w),
-                      "init": _as_init(init_in, len(kps)), "boxes": boxes, "scores": scores})
+                      "init": _as_init(init_in, len(kps)), "boxes": boxes, "scores": scores,
+                      "image": img if regressor is not None else None})
+    if regressor is not None:
+        _regressed_inits(items, regressor, model, device)
     results: list[FitResult | None] = [None] * n
     # one optimiser batch per layout; a person with an init pose is refined, one without is fitted from the
     # fitter's own starts (people are independent problems: the grouping changes no result)
@@ -194,12 +201,16 @@ def _as_K(K_in: Any, h: int, w: int) -> torch.Tensor:
 
 def regress(image: str | Path | np.ndarray, keypoints: Any = None, *, layout: str = "coco17",
             K: np.ndarray | None = None, model: str | Path = "open", device: str | torch.device | None = None,
-            checkpoint: str | Path | None = None) -> FitResult:
-    """SMPL parameters of the people in one image from the keypoint regressor alone (no fitting).
+            checkpoint: str | Path | None = None, encoder: str | None = None) -> FitResult:
+    """SMPL parameters of the people in one image from the regressor alone (no fitting).
 
     Arguments as for :func:`fit` (keypoints in any layout that provides COCO-17's body points: converted by
-    name; None runs the bundled detector); ``checkpoint``: a regressor file (default: the shipped weights,
-    trained for the open model; with another ``model`` its parameters are posed with that model).
+    name; None runs the bundled detector); ``checkpoint``: a regressor file (default: the shipped keypoint
+    weights, trained for the open model; with another ``model`` its parameters are posed with that model):
+    fitlib's, or a SPIN checkpoint (``model_checkpoint.pt``, converted on loading:
+    :mod:`fitlib.regression.spin`). An image network reads each person's crop (the box of their keypoints)
+    and its camera is converted to ``K``. ``encoder``: ``"keypoints"`` or ``"image"``, what the checkpoint
+    must be (None: either).
     Returns:
         :class:`FitResult` with the selected hypothesis per person (the one whose projection is closest to
         the keypoints), its ``reprojection_error`` (mean px over the usable points) and ``loss`` (the same),
@@ -209,28 +220,69 @@ def regress(image: str | Path | np.ndarray, keypoints: Any = None, *, layout: st
         fitted) for a refine step to choose from.
     """
     return regress_batch([image], [keypoints], layout=layout, K=[K], model=model, device=device,
-                         checkpoint=checkpoint)[0]
+                         checkpoint=checkpoint, encoder=encoder)[0]
+
+
+def _regressor(checkpoint, model, device, encoder: str | None = None):
+    from fitlib.regression.predict import shared_regressor
+
+    if encoder not in (None, "keypoints", "image"):
+        raise ValueError(f"encoder must be 'keypoints', 'image' or None, got {encoder!r}")
+    reg = shared_regressor(checkpoint, model, device)
+    if encoder is not None and reg.net.config.encoder != encoder:
+        raise ValueError(f"{checkpoint or 'the shipped regressor'} is a {reg.net.config.encoder} regressor, "
+                         f"not an {encoder} one" if encoder == "image" else
+                         f"{checkpoint} is an image regressor, not a keypoint one")
+    return reg
+
+
+def _predict_group(reg, group: list[dict], lay: str):
+    """The regressor's :class:`~fitlib.regression.predict.Prediction` for the people of ``group`` (items of one
+    layout, in order)."""
+    counts = [len(it["kps"]) for it in group]
+    kp = np.concatenate([it["kps"] for it in group])
+    Ks = torch.cat([it["K"].expand(c, 3, 3) for it, c in zip(group, counts)])
+    images = [it["image"] for it, c in zip(group, counts) for _ in range(c)] if reg.needs_images else None
+    return reg.predict(kp, Ks, lay, images=images)
+
+
+def _regressed_inits(items: list[dict], checkpoint, model, device) -> None:
+    """Fill the open per-person inits of ``items`` with the regressor's estimates (people it regresses)."""
+    reg = _regressor(checkpoint, model, device)
+    for lay in dict.fromkeys(it["layout"] for it in items):
+        group = [it for it in items if it["layout"] == lay and len(it["kps"])]
+        if not group:
+            continue
+        pred = _predict_group(reg, group, lay)
+        est = pred.params.to("cpu", torch.float64)
+        j = 0
+        for it in group:
+            c = len(it["kps"])
+            inits = it["init"] or [None] * c
+            for p in range(c):
+                if inits[p] is None and bool(pred.fitted[j + p]) and bool(est.transl[j + p, 2] > 0):
+                    inits[p] = est.index(slice(j + p, j + p + 1))
+            it["init"] = inits
+            j += c
 
 
 def regress_batch(images: list, keypoints: list | None = None, *, layout: str = "coco17", K: list | None = None,
                   model: str | Path = "open", device: str | torch.device | None = None,
-                  checkpoint: str | Path | None = None) -> list[FitResult]:
+                  checkpoint: str | Path | None = None, encoder: str | None = None) -> list[FitResult]:
     """:func:`regress` for several images, their people in one network batch per layout."""
-    from fitlib.regression.predict import shared_regressor
-
     n = len(images)
     keypoints = [None] * n if keypoints is None else list(keypoints)
     K = [None] * n if K is None else list(K)
     if not (len(keypoints) == len(K) == n):
         raise ValueError(f"regress_batch: {n} images but {len(keypoints)} keypoint sets and {len(K)} K")
-    reg = shared_regressor(checkpoint, model, device)
+    reg = _regressor(checkpoint, model, device, encoder)
     items = []
     for img_in, kp_in, K_in in zip(images, keypoints, K):
         img = load_image(img_in)
         h, w = img.shape[:2]
         kps, lay, boxes, scores = _as_people(detect(img) if kp_in is None else kp_in, layout)
         items.append({"kps": kps, "layout": lay, "K": _as_K(K_in, h, w), "size": (h, w), "boxes": boxes,
-                      "scores": scores})
+                      "scores": scores, "image": img if reg.needs_images else None})
     results: list[FitResult | None] = [None] * n
     np_ = lambda t: t.detach().cpu().numpy().astype(np.float64)  # noqa: E731
     for lay in dict.fromkeys(it["layout"] for it in items):
@@ -243,9 +295,7 @@ def regress_batch(images: list, keypoints: list | None = None, *, layout: str = 
                 results[i] = _empty_result(it, lay, J, model)
                 results[i].hypotheses = SMPLParams(*(torch.zeros(0, 1, k, dtype=torch.float64) for k in (3, 69, 10, 3)))
             continue
-        kp = np.concatenate([it["kps"] for it in group])
-        Ks = torch.cat([it["K"].expand(c, 3, 3) for it, c in zip(group, counts)])
-        pred = reg.predict(kp, Ks, lay)
+        pred = _predict_group(reg, group, lay)
         fitted = np_(pred.fitted).astype(bool)
         err = np.where(fitted, np_(pred.reprojection_error), np.nan)
         pose = np_(pred.params.pose).reshape(-1, 72)

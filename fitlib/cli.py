@@ -195,6 +195,9 @@ def _cmd_fit(args) -> int:
     from fitlib.video.cli import run_videos, video_targets  # videos: fitlib/video/cli.py
 
     videos, only_videos = video_targets(Path(args.image), out, IMAGE_SUFFIXES)
+    if videos and args.regressor:
+        raise SystemExit("fitlib: --regressor starts image fits; videos are fitted with the config's regressor "
+                         "(--config) and their tracks")
     video_status = run_videos(args, videos, out) if videos else 0
     if only_videos:
         return video_status
@@ -216,7 +219,11 @@ def _cmd_fit(args) -> int:
 
         ensure_open_model()  # verified (or built) now, so that its identity is the one the fits use
     settings = {"config_hash": config_hash(args.config), "body_model": model_identity(args.model),
-                "keypoints": kp_source}
+                "keypoints": kp_source, "init_regressor": None}
+    if args.regressor:  # its estimate starts the fits: results of another (or no) regressor are refitted
+        from fitlib.io.safe_load import file_sha256
+
+        settings["init_regressor"] = file_sha256(args.regressor)
     todo: list[Path] = []
     finish = []  # (path, reusable result) whose outputs are missing or in another format
     for p in images:
@@ -281,7 +288,8 @@ def _cmd_fit(args) -> int:
                 if not chunk:
                     continue
                 bar.set_postfix_str(f"fitting {len(chunk)} image(s) in one batch")
-                results = fit_batch(pixels, keypoints, config=args.config, model=args.model, device=args.device)
+                results = fit_batch(pixels, keypoints, config=args.config, model=args.model, device=args.device,
+                                    regressor=args.regressor)
                 bar.set_postfix_str("writing")
                 for path, image, result in zip(chunk, pixels, results):
                     if write(path, image, result):
@@ -452,9 +460,16 @@ def _cmd_train_regressor(args) -> int:
                   (f"; labels {r['labels']}, {r['pseudo_labels']} valid" if "labels" in r else "") + f"; {r['weights']}")
         return 0
     info = {"command": f"fitlib train-regressor --config {args.config} --out {args.out}"}
-    res = train(args.config, args.out, progress=not args.quiet, info=info)
-    print(f"trained {res['step']} steps in {res['seconds'] / 60:.1f} min; best validation PA-MPJPE-14 "
-          f"{res['best_val_pa_mpjpe14']:.1f} mm; weights in {Path(args.out) / 'regressor.pt'}")
+    if args.ray is not None:
+        from fitlib.training.ray_train import train_on_ray
+
+        res = train_on_ray(args.config, args.out, address=args.ray or None, workers=args.workers, use_gpu=args.gpu,
+                           info=info, init_weights=args.init, encoder_weights=args.encoder_weights)
+    else:
+        res = train(args.config, args.out, progress=not args.quiet, info=info, init_weights=args.init,
+                    encoder_weights=args.encoder_weights)
+    print(f"trained {res['step']} steps in {res['seconds'] / 60:.1f} min; best validation score "
+          f"{res['best_val']:.1f} (PA-MPJPE-14 mm, or 2D px without 3D); weights in {Path(args.out) / 'regressor.pt'}")
     return 0
 
 
@@ -468,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
                    "keypoint annotations (JSON)")
     p.add_argument("--out", required=True, help="output folder: result JSON, meshes, overlay PNG")
     p.add_argument("--config", default=None, help="fitting config name or YAML path (default: default)")
+    p.add_argument("--regressor", default=None, help="a regressor checkpoint whose estimate starts the fits: fitlib's "
+                   "(keypoint or image network) or SPIN's model_checkpoint.pt")
     p.add_argument("--model", default="open", help="'open' or an SMPL model file/folder")
     p.add_argument("--mesh-format", default="obj", choices=["obj", "ply", "glb"])
     p.add_argument("--no-meshes", action="store_true", help="write no meshes")
@@ -511,7 +528,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--holosoma-wheel", help="path to the holosoma-retargeting 0.1.0 wheel (default: pip download)")
     p.add_argument("--out", default="mocap_poses.npz", help="output .npz (the shipped one: priors/mocap_poses.npz)")
     p.set_defaults(run=_cmd_extract_mocap)
-    p = sub.add_parser("train-regressor", help="train the keypoint regressor (resumes a killed run in --out)")
+    p = sub.add_parser("train-regressor", help="train a regressor: keypoints on synthetic samples, or images on "
+                                                "SPIN-format sets (resumes a killed run in --out)")
     p.add_argument("--config", default="regressor", help="training config name (configs/train/) or YAML path")
     p.add_argument("--out", required=True, help="run folder: checkpoint, log.jsonl, loss_curve.png, regressor.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -519,8 +537,13 @@ def main(argv: list[str] | None = None) -> int:
                                                         "train on the store's pseudo-labels, repeat (loop: in the config)")
     p.add_argument("--store", help="with --loop: the label store")
     p.add_argument("--unlabelled", nargs="+", help="with --loop: label sources with 2D only (see fitlib label)")
-    p.add_argument("--init", help="with --loop: start from these weights instead of a first run")
-    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS", help="with --loop: label on Ray")
+    p.add_argument("--init", help="start from these weights (with --loop: instead of a first run)")
+    p.add_argument("--encoder-weights", help="an image regressor's ResNet-50 start: torchvision ImageNet or SPIN weights")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="train data-parallel on Ray Train (with --loop: label on Ray); no ADDRESS: this machine's cluster "
+                        "or a new local one")
+    p.add_argument("--workers", type=_positive_int, default=2, help="with --ray: data-parallel workers")
+    p.add_argument("--gpu", action="store_true", help="with --ray: one GPU per worker")
     p.set_defaults(run=_cmd_train_regressor)
     from fitlib.labels.cli import register as register_labels
 

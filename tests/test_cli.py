@@ -306,3 +306,23 @@ def test_no_tflite_delegate_line_on_stderr(tmp_path):
                          capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
     assert run.returncode == 0 and json.loads(run.stdout)["layout"] == "coco17"
     assert "XNNPACK" not in run.stderr and "TensorFlow Lite" not in run.stderr
+
+
+def test_fit_with_a_regressor_starts_from_it_and_records_it(tmp_path, capsys):
+    """``--regressor``: an image regressor (random weights here) starts the real fit; the result records the
+    checkpoint, and a run without it refits instead of skipping."""
+    import torch
+
+    from fitlib.regression.checkpoint import save_regressor
+    from fitlib.regression.model import Regressor
+
+    torch.manual_seed(0)
+    ckpt = save_regressor(tmp_path / "img.pt", Regressor({"encoder": "image", "image_size": 64, "camera": "spin"}))
+    out = tmp_path / "out"
+    args = ["fit", str(DATA / "messi5.jpg"), "--out", str(out), "--no-meshes", "--no-overlay", "--config", "fast"]
+    assert main(args + ["--regressor", str(ckpt)]) == 0
+    res = FitResult.load(out / "messi5.json")
+    assert res.fitted.all() and len(res.provenance["init_regressor"]) == 64
+    capsys.readouterr()
+    assert main(args + ["--regressor", str(ckpt)]) == 0 and "already fitted" in capsys.readouterr().out
+    assert main(args) == 0 and "already fitted" not in capsys.readouterr().out
