@@ -225,7 +225,7 @@ class SpinDataset:
             raise ValueError(f"{self.npz}: sample {i} (imgname {self.imgname[i]!r}): {exc}") from None
 
     def batch(self, indices: Sequence[int], rng: np.random.Generator, threads: int = 2):
-        """The samples ``indices`` as a :class:`fitlib.training.data.Batch` (float32 / bool tensors, B samples):
+        """The samples ``indices`` as a :class:`fitlib.datasets.batch.Batch` (float32 / bool tensors, B samples):
 
         * ``images`` [B, 3, res, res] the augmented crops (RGB in [0, 1]); ``centre`` [B, 2] px, ``size`` [B] px
           the box each crop shows, in the augmented full image (see the module doc; ``size`` is
