@@ -66,3 +66,21 @@ def test_image_configs_need_images_and_keypoint_configs_none(photo_set, detectio
         load_train_config(cfg)
     with pytest.raises(ValueError, match="at least 1"):
         load_train_config({**_config(photo_set, detections_npz), "images": {"train": []}})
+
+
+def test_encoder_weights_start_the_backbone(photo_set, detections_npz, open_model, tmp_path):
+    """``encoder_weights`` (``--encoder-weights``): a torchvision-style ResNet-50 file (ImageNet's layout, with its
+    classifier) starts the new regressor's backbone; nearly nothing moves at a learning rate of 1e-9."""
+    from fitlib.regression.resnet import ResNet50
+
+    torch.manual_seed(5)
+    imagenet = ResNet50(num_classes=1000)
+    torch.save(imagenet.state_dict(), tmp_path / "resnet50-imagenet.pth")
+    cfg = {**_config(photo_set, detections_npz), "epochs": 1, "steps_per_epoch": 1, "lr": 1e-9}
+    train(cfg, tmp_path / "run", open_model, progress=False, encoder_weights=tmp_path / "resnet50-imagenet.pth")
+    sd = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["model"]
+    for name in ("conv1.weight", "layer1.0.conv2.weight", "layer4.2.conv3.weight"):
+        assert torch.allclose(sd[f"encoder.backbone.{name}"], imagenet.state_dict()[name], atol=1e-6), name
+    with pytest.raises(ValueError, match="image regressor"):
+        train({"epochs": 1, "steps_per_epoch": 1}, tmp_path / "kp", open_model, progress=False,
+              encoder_weights=tmp_path / "resnet50-imagenet.pth")
