@@ -453,7 +453,7 @@ def _cmd_train_regressor(args) -> int:
             raise ValueError("--loop needs --store and --unlabelled SOURCE...")
         rows = train_loop(args.config, args.out, args.store, args.unlabelled, init_weights=args.init,
                           ray=None if args.ray is None else (True if args.ray == "" else args.ray),
-                          progress=not args.quiet)
+                          progress=not args.quiet, body_model=args.model)
         for r in rows:
             val = r["val"]["val_pa_mpjpe14"] if r.get("val") else float("nan")
             print(f"round {r['round']}: val PA-MPJPE-14 {val:.1f} mm" +
@@ -464,9 +464,9 @@ def _cmd_train_regressor(args) -> int:
         from fitlib.training.ray_train import train_on_ray
 
         res = train_on_ray(args.config, args.out, address=args.ray or None, workers=args.workers, use_gpu=args.gpu,
-                           info=info, init_weights=args.init, encoder_weights=args.encoder_weights)
+                           model=args.model, info=info, init_weights=args.init, encoder_weights=args.encoder_weights)
     else:
-        res = train(args.config, args.out, progress=not args.quiet, info=info, init_weights=args.init,
+        res = train(args.config, args.out, args.model, progress=not args.quiet, info=info, init_weights=args.init,
                     encoder_weights=args.encoder_weights)
     print(f"trained {res['step']} steps in {res['seconds'] / 60:.1f} min; best validation score "
           f"{res['best_val']:.1f} (PA-MPJPE-14 mm, or 2D px without 3D); weights in {Path(args.out) / 'regressor.pt'}")
@@ -539,6 +539,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--unlabelled", nargs="+", help="with --loop: label sources with 2D only (see fitlib label)")
     p.add_argument("--init", help="start from these weights (with --loop: instead of a first run)")
     p.add_argument("--encoder-weights", help="an image regressor's ResNet-50 start: torchvision ImageNet or SPIN weights")
+    p.add_argument("--model", default="open", help="the body model trained for: 'open' or an SMPL file/folder (SPIN-format "
+                                                   "sets' SMPL ground truth is SMPL's)")
     p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="train data-parallel on Ray Train (with --loop: label on Ray); no ADDRESS: this machine's cluster "
                         "or a new local one")

@@ -47,6 +47,8 @@ def train_loop(config, out: str | Path, store: str | Path, unlabelled: list[str]
             sets (their ground truth unused).
         init_weights: a regressor to start from instead of the first run.
         ray: run the label jobs on Ray (see :func:`fitlib.labels.run_label_job`).
+        body_model: ``"open"`` (default) or an SMPL file / folder (label jobs and training), or the loaded open
+            model.
     """
     from fitlib.body.model import load_body_model
     from fitlib.fitting import load_config
@@ -56,7 +58,13 @@ def train_loop(config, out: str | Path, store: str | Path, unlabelled: list[str]
     cfg = load_train_config(config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model = body_model or load_body_model("open")
+    if body_model is None or isinstance(body_model, (str, Path)):
+        label_model = str(body_model or "open")
+        model = load_body_model(label_model)
+    else:  # a loaded model: the label jobs need what it was loaded from
+        model, label_model = body_model, "open"
+        if body_model.name != "open":
+            raise ValueError("train_loop: pass an SMPL body model as its file or folder (the label jobs load it too)")
     history: list[dict] = []
     if init_weights is None:
         res = train(cfg, out / "round_0", model, progress=progress)
@@ -71,7 +79,7 @@ def train_loop(config, out: str | Path, store: str | Path, unlabelled: list[str]
             raise ValueError(f"loop.fit_config {cfg.loop.fit_config!r} does not start from the regressor (start: "
                              f"{fit_cfg.start}); the loop needs one that does")
         fit_cfg = fit_cfg.replace(regressor=str(current))
-        summary = run_label_job(items(unlabelled, every=cfg.loop.every), store, config=fit_cfg,
+        summary = run_label_job(items(unlabelled, every=cfg.loop.every), store, model=label_model, config=fit_cfg,
                                 label_config=cfg.loop.label_config, round=r, ray=ray, progress=progress)
         rcfg = round_config(cfg, r)
         if cfg.model.encoder == "image":  # the store's fits supervise the image sets' samples they match

@@ -28,14 +28,14 @@ def _worker(args: dict) -> None:
 
     from fitlib.training.trainer import train
 
-    res = train(args["config"], args["out"], progress=False, stop_after=args.get("stop_after"), info=args.get("info"),
+    res = train(args["config"], args["out"], args.get("model"), progress=False, stop_after=args.get("stop_after"), info=args.get("info"),
                 init_weights=args.get("init_weights"), encoder_weights=args.get("encoder_weights"))
     ray.train.report({"step": res["step"], "best_val": res["best_val"]})
 
 
 def train_on_ray(config, out: str | Path, *, address: str | None = None, workers: int = 2, use_gpu: bool = False,
-                 stop_after: int | None = None, info: dict | None = None, init_weights: str | Path | None = None,
-                 encoder_weights: str | Path | None = None) -> dict:
+                 model: str | Path = "open", stop_after: int | None = None, info: dict | None = None,
+                 init_weights: str | Path | None = None, encoder_weights: str | Path | None = None) -> dict:
     """Train (or resume) a regressor with ``workers`` data-parallel Ray Train workers; returns ``step``, ``best_val``
     (the best validation score) and ``seconds`` of rank 0's last checkpoint, and ``out``.
 
@@ -45,6 +45,7 @@ def train_on_ray(config, out: str | Path, *, address: str | None = None, workers
         out: the run folder (absolute path used; see the module doc for clusters).
         address: the Ray cluster (None: the one this machine belongs to, else a new local one).
         workers: data-parallel workers; use_gpu: one GPU per worker.
+        model: the body model, ``"open"`` or an SMPL file / folder (each worker loads it).
         stop_after, info, init_weights, encoder_weights: as for :func:`~fitlib.training.trainer.train`.
     """
     from fitlib.training.config import load_train_config
@@ -61,6 +62,7 @@ def train_on_ray(config, out: str | Path, *, address: str | None = None, workers
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     args = {"config": cfg.model_dump(), "out": str(out), "stop_after": stop_after, "info": info,
+            "model": "open" if str(model) == "open" else str(Path(model).resolve()),
             "init_weights": None if init_weights is None else str(Path(init_weights).resolve()),
             "encoder_weights": None if encoder_weights is None else str(Path(encoder_weights).resolve())}
     trainer = TorchTrainer(_worker, train_loop_config=args,

@@ -17,6 +17,7 @@ with the lowest 2D error against the input keypoints, as :func:`fitlib.regress` 
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import json
@@ -254,7 +255,7 @@ def plot_curves(rows: list[dict], path: Path) -> None:
         fh.write(png.tobytes())
 
 
-def train(config, out: str | Path, body_model: BodyModel | None = None, progress: bool = True,
+def train(config, out: str | Path, body_model: BodyModel | str | Path | None = None, progress: bool = True,
           stop_after: int | None = None, info: dict | None = None, init_weights: str | Path | None = None,
           pseudo_labels=None, encoder_weights: str | Path | None = None) -> dict:
     """Train (or resume) a regressor in ``out``; returns the final validation metrics and paths.
@@ -271,7 +272,8 @@ def train(config, out: str | Path, body_model: BodyModel | None = None, progress
     Args:
         config: a training config (:func:`~fitlib.training.config.load_train_config`).
         out: the run folder.
-        body_model: the model the samples are posed with (default: the open model).
+        body_model: the model the samples are posed with and the network is trained for (a
+            :class:`BodyModel`, ``"open"`` (default) or an SMPL file / folder; recorded in the weights' header).
         stop_after: stop (as if killed, after a checkpoint) at this step (for tests of resuming).
         info: recorded in the saved weights' header.
         init_weights: a regressor file to start from (same network settings) instead of random weights.
@@ -287,15 +289,16 @@ def train(config, out: str | Path, body_model: BodyModel | None = None, progress
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    model = body_model or load_body_model("open")
+    model = body_model if isinstance(body_model, BodyModel) else load_body_model(body_model or "open")
+    identity = open_model_identity() if model.name == "open" else f"smpl:{model.name}"
     dev = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                        ("cpu" if cfg.device == "auto" else cfg.device))
-    loss_model = model if dev == model.joint_template.device else load_body_model("open", device=dev)
     dist = torch.distributed.is_available() and torch.distributed.is_initialized()
     rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist else (0, 1)
     if dist and dev.type == "cuda" and cfg.device == "auto":
         dev = torch.device("cuda", torch.cuda.current_device())
-        loss_model = load_body_model("open", device=dev) if body_model is None else model.to(dev)
+    # the loss's copy of the body model on the training device (samples are posed on the CPU)
+    loss_model = model if dev == model.joint_template.device else copy.deepcopy(model).to(dev)
     torch.manual_seed(cfg.seed)
     net = Regressor(cfg.model).to(dev)
     if encoder_weights is not None:
@@ -416,7 +419,7 @@ def train(config, out: str | Path, body_model: BodyModel | None = None, progress
                 logf.flush()
             epoch_end = step % cfg.steps_per_epoch == 0
             if epoch_end and lead:
-                v = validate(net, loss_model, val_gen, val_samples)
+                v = validate(net, loss_model, val_gen, val_samples, 64 if cfg.model.encoder == "image" else 512)
                 row = {"step": step, "epoch": step // cfg.steps_per_epoch, "seconds": round(seconds, 2),
                        **{f"val_{k}": round(x, 3) for k, x in v.items()}}
                 logf.write(json.dumps(row) + "\n")
@@ -428,11 +431,11 @@ def train(config, out: str | Path, body_model: BodyModel | None = None, progress
                 else:
                     bar.write(f"epoch {row['epoch']}: val 2D error {v['err2d_px']:.1f} px (no 3D in the validation samples)")
                 net.eval()
-                save_regressor(out / "regressor_last.pt", net, open_model_identity(),
+                save_regressor(out / "regressor_last.pt", net, identity,
                                {**meta, "step": step, "val": v}, half=True)
                 if val_score(v) < best:
                     best = val_score(v)
-                    save_regressor(out / "regressor.pt", net, open_model_identity(),
+                    save_regressor(out / "regressor.pt", net, identity,
                                    {**meta, "step": step, "val": v}, half=True)
                 net.train()
                 plot_curves(_read_log(log_path), out / "loss_curve.png")
