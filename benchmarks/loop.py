@@ -42,7 +42,21 @@ def experiment_config(clips: list[str], args) -> dict:
     steps = args.base_steps
     data.update(batch_size=args.batch, epochs=1, steps_per_epoch=steps, val_samples=1024, checkpoint_every=200)
     data["data"].update(clips=clips, p_prior=0.0)  # the shipped prior saw every training clip: no samples of it
-    data["loop"].update(rounds=args.rounds, steps_per_round=args.round_steps, pseudo_fraction=args.pseudo_fraction)
+    data["loop"].update(rounds=args.rounds, steps_per_round=args.round_steps, pseudo_fraction=args.pseudo_fraction,
+                        smpl_only=args.smpl_only)
+    if args.label_rules:  # a label config of its own in the run folder
+        import yaml
+
+        from fitlib.labels.config import load_label_config
+
+        lab = load_label_config("labels").model_dump()
+        for item in args.label_rules.split(","):
+            key, value = item.split("=")
+            lab["rules"][key] = int(value) if value.isdigit() else float(value)
+        path = Path(args.out) / "labels.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(lab))
+        data["loop"]["label_config"] = str(path)
     return data
 
 
@@ -103,6 +117,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--pseudo-fraction", type=float, default=0.5)
     ap.add_argument("--max-frames", type=int, default=None, help="frames per person scored in --eval")
+    ap.add_argument("--label-rules", default="", help="label validity rules overriding configs/labels.yaml's, "
+                                                      "e.g. max_score=6,max_prior_nll=60 (the loop arm)")
+    ap.add_argument("--smpl-only", action="store_true", help="the loop trains on pseudo-labels with SMPL only")
+    ap.add_argument("--base", help="the first run's weights (regressor.pt of an earlier experiment's base/ with the "
+                                   "same --set-a and --base-steps) instead of training it again")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -113,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
     arms = args.arms.split(",")
     t0 = time.perf_counter()
     if "noloop" in arms or "loop" in arms:
-        base = Path(train(cfg_a, out / "base", progress=False)["out"]) / "regressor.pt"
+        base = Path(args.base) if args.base else Path(train(cfg_a, out / "base", progress=False)["out"]) / "regressor.pt"
         results["base"] = score(base, args.eval, args.max_frames)
         print(f"base (3D on A, {args.base_steps} steps): {results['base']}", flush=True)
     for arm in arms:

@@ -63,6 +63,8 @@ class LoopConfig(BaseModel):
     label_config: str = "labels"
     every: StrictInt = Field(5, ge=1)
     """Keep every n-th frame of video sources."""
+    smpl_only: bool = False
+    """Train only on the pseudo-labels with SMPL parameters (not on those that kept their 2D keypoints only)."""
 
 
 class ImageSet(BaseModel):

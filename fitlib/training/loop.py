@@ -86,7 +86,7 @@ def train_loop(config, out: str | Path, store: str | Path, unlabelled: list[str]
             rcfg = rcfg.model_copy(update={"images": rcfg.images.model_copy(update={"pseudo_labels": str(store)})})
             pseudo = None
         else:
-            pseudo = PseudoLabels(store, model, cfg.model.layout)
+            pseudo = PseudoLabels(store, model, cfg.model.layout, smpl_only=cfg.loop.smpl_only)
         res = train(rcfg, out / f"round_{r}", model, progress=progress, init_weights=current,
                     pseudo_labels=pseudo, info={"loop_round": r, "store": str(store)})
         current = Path(res["out"]) / "regressor.pt"

@@ -19,16 +19,19 @@ from fitlib.datasets.batch import Batch
 
 
 class PseudoLabels:
-    """The valid labels of ``store`` (N samples) for a network reading ``layout``.
+    """The valid labels of ``store`` (N samples; with ``smpl_only``, those with SMPL parameters) for a network
+    reading ``layout``.
 
     Raises:
         ValueError: the store has no valid label.
     """
 
-    def __init__(self, store: str | Path, model: BodyModel, layout: str = "coco17") -> None:
+    def __init__(self, store: str | Path, model: BodyModel, layout: str = "coco17", smpl_only: bool = False) -> None:
         rows = {k: [] for k in ("kp", "K", "hw", "pose", "betas", "transl", "smpl")}
         with LabelStore(store) as st:
             for lab in st.labels(valid_only=True):
+                if smpl_only and not lab.has_smpl:
+                    continue
                 rows["kp"].append(convert_keypoints(lab.keypoints[None], lab.layout, layout)[0])
                 rows["K"].append(lab.K)
                 rows["hw"].append(lab.image_size)

@@ -348,8 +348,13 @@ def train(config, out: str | Path, body_model: BodyModel | str | Path | None = N
             state = torch.load(ckpt, map_location=dev, weights_only=True)
         except Exception as exc:
             raise ValueError(f"{ckpt}: cannot resume, the checkpoint is damaged ({exc}); delete it to start over") from None
-        if state.get("config") != cfg_json:
-            old = json.loads(state.get("config", "{}"))
+        saved = state.get("config", "{}")
+        try:  # settings added to fitlib since the run started take their defaults
+            saved = TrainConfig.model_validate_json(saved).model_dump_json(exclude={"device"})
+        except ValueError:
+            pass
+        if saved != cfg_json:
+            old = json.loads(saved)
             new = json.loads(cfg_json)
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise ValueError(f"{ckpt}: the run in {out} was started with another config (differs in {diff}); "

@@ -66,6 +66,14 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(open_model, tmp_path):
     assert (tmp_path / "cut" / "regressor.pt").is_file()
     with pytest.raises(ValueError, match="another config.*seed"):
         train({**TINY, "seed": 4}, tmp_path / "cut", open_model, progress=False)
+    # a run started before a setting existed (its checkpoint's config lacks it) resumes with the default
+    ckpt = tmp_path / "cut" / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=True)
+    old = json.loads(state["config"])
+    del old["amp"], old["model"]["image_size"]
+    state["config"] = json.dumps(old)
+    torch.save(state, ckpt)
+    assert train(TINY, tmp_path / "cut", open_model, progress=False)["step"] == 6
 
 
 def test_config_errors_name_the_file_and_field(tmp_path):
