@@ -156,6 +156,8 @@ class Regressor(nn.Module):
             if pose6d.shape != (config.hypotheses, 144) or betas.shape != (10,) or cam.shape != (3,):
                 raise ValueError(f"mean_params must be pose6d [144] or [{config.hypotheses}, 144], betas [10], cam [3]; "
                                  f"got {tuple(pose6d.shape)}, {tuple(betas.shape)}, {tuple(cam.shape)}")
+            if not all(torch.isfinite(t).all() for t in (pose6d, betas, cam)):
+                raise ValueError("mean_params hold non-finite values")
         self.head = IEFHead(self.encoder.out_dim, 3 if config.camera == "cliff" else 0, pose6d, betas, cam,
                             hidden=config.head_hidden, iterations=config.iterations, dropout=config.dropout,
                             activation=config.activation, hypotheses=config.hypotheses)
