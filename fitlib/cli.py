@@ -468,8 +468,10 @@ def _cmd_train_regressor(args) -> int:
     else:
         res = train(args.config, args.out, args.model, progress=not args.quiet, info=info, init_weights=args.init,
                     encoder_weights=args.encoder_weights)
-    print(f"trained {res['step']} steps in {res['seconds'] / 60:.1f} min; best validation score "
-          f"{res['best_val']:.1f} (PA-MPJPE-14 mm, or 2D px without 3D); weights in {Path(args.out) / 'regressor.pt'}")
+    with_3d = math.isfinite((res.get("last") or {}).get("val_pa_mpjpe14", math.nan))
+    what = "PA-MPJPE-14" if with_3d else "2D error"
+    print(f"trained {res['step']} steps in {res['seconds'] / 60:.1f} min; best validation {what} "
+          f"{res['best_val']:.1f} {'mm' if with_3d else 'px'}; weights in {Path(args.out) / 'regressor.pt'}")
     return 0
 
 

@@ -37,7 +37,8 @@ def train_on_ray(config, out: str | Path, *, address: str | None = None, workers
                  model: str | Path = "open", stop_after: int | None = None, info: dict | None = None,
                  init_weights: str | Path | None = None, encoder_weights: str | Path | None = None) -> dict:
     """Train (or resume) a regressor with ``workers`` data-parallel Ray Train workers; returns ``step``, ``best_val``
-    (the best validation score) and ``seconds`` of rank 0's last checkpoint, and ``out``.
+    (the best validation score) and ``seconds`` of rank 0's last checkpoint, ``last`` (the last validation row of
+    the log) and ``out``, as :func:`~fitlib.training.trainer.train` does.
 
     Args:
         config: a training config (name, path, dict or :class:`~fitlib.training.config.TrainConfig`), resolved
@@ -73,6 +74,9 @@ def train_on_ray(config, out: str | Path, *, address: str | None = None, workers
         raise RuntimeError(f"training on Ray failed: {result.error}")
     import torch
 
+    from fitlib.training.trainer import _read_log
+
     state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)  # rank 0's last checkpoint
+    vals = [r for r in _read_log(out / "log.jsonl") if "epoch" in r]
     return {"step": int(state["step"]), "best_val": float(state["best"]), "seconds": float(state["seconds"]),
-            "out": str(out)}
+            "last": vals[-1] if vals else None, "out": str(out)}
