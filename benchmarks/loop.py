@@ -43,7 +43,7 @@ def experiment_config(clips: list[str], args) -> dict:
     data.update(batch_size=args.batch, epochs=1, steps_per_epoch=steps, val_samples=1024, checkpoint_every=200)
     data["data"].update(clips=clips, p_prior=0.0)  # the shipped prior saw every training clip: no samples of it
     data["loop"].update(rounds=args.rounds, steps_per_round=args.round_steps, pseudo_fraction=args.pseudo_fraction,
-                        smpl_only=args.smpl_only)
+                        smpl_only=args.smpl_only, as_motion=args.as_motion)
     if args.label_rules:  # a label config of its own in the run folder
         import yaml
 
@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--label-rules", default="", help="label validity rules overriding configs/labels.yaml's, "
                                                       "e.g. max_score=6,max_prior_nll=60 (the loop arm)")
     ap.add_argument("--smpl-only", action="store_true", help="the loop trains on pseudo-labels with SMPL only")
+    ap.add_argument("--as-motion", action="store_true", help="the loop also adds the SMPL pseudo-labels' poses to the "
+                                                            "synthetic samples' motion (loop.as_motion)")
     ap.add_argument("--base", help="the first run's weights (regressor.pt of an earlier experiment's base/ with the "
                                    "same --set-a and --base-steps) instead of training it again")
     args = ap.parse_args(argv)

@@ -65,6 +65,9 @@ class LoopConfig(BaseModel):
     """Keep every n-th frame of video sources."""
     smpl_only: bool = False
     """Train only on the pseudo-labels with SMPL parameters (not on those that kept their 2D keypoints only)."""
+    as_motion: bool = False
+    """Also add the SMPL pseudo-labels' body poses to the synthetic samples' motion (seen from random views and
+    cameras like the mocap frames), not only as samples of their own image."""
 
 
 class ImageSet(BaseModel):

@@ -120,10 +120,14 @@ def _rot(axis: int, angle: torch.Tensor) -> torch.Tensor:
 
 class SampleGenerator:
     """Seeded on-the-fly samples from the mocap clips of ``split`` (``"train"``: the training clips minus
-    ``config.val_clips``; ``"val"``: those clips only) and random poses (training only), for ``model``."""
+    ``config.val_clips``; ``"val"``: those clips only) and random poses (training only), for ``model``.
+
+    ``extra_poses`` [M, 24, 3] (axis-angle, camera frame, e.g. the pseudo-labels of training in the loop) join
+    the training poses as one more clip: they are seen from random viewpoints and cameras, mirrored and mixed
+    like mocap frames."""
 
     def __init__(self, model: BodyModel, config: DataConfig | None = None, split: str = "train",
-                 layout: str = "coco17", seed: int = 0) -> None:
+                 layout: str = "coco17", seed: int = 0, extra_poses: torch.Tensor | None = None) -> None:
         self.model, self.config, self.layout, self.seed = model, config or DataConfig(), layout, seed
         cfg = self.config
         bad = [c for c in cfg.val_clips if c not in TRAIN_CLIPS]
@@ -144,8 +148,15 @@ class SampleGenerator:
         if not names:
             raise ValueError(f"no mocap clips for split {split!r}")
         self.clips = names
-        self.poses = torch.as_tensor(np.concatenate([clips[n].poses for n in names]), dtype=torch.float32).view(-1, 24, 3)
-        lengths = torch.tensor([len(clips[n].poses) for n in names])
+        parts = [torch.as_tensor(clips[n].poses, dtype=torch.float32).view(-1, 24, 3) for n in names]
+        if extra_poses is not None and len(extra_poses) and split == "train":
+            # camera-frame poses (y down, e.g. pseudo-labels): the root back to a y-up frame, one more "clip"
+            extra = torch.as_tensor(extra_poses, dtype=torch.float32).reshape(-1, 24, 3).clone()
+            extra[:, 0] = roma.rotmat_to_rotvec(_rot(0, torch.tensor(np.pi)) @ roma.rotvec_to_rotmat(extra[:, 0]))
+            parts.append(extra)
+            self.clips = names + ["extra_poses"]
+        self.poses = torch.cat(parts)
+        lengths = torch.tensor([len(p) for p in parts])
         self.clip_start, self.clip_length = torch.cumsum(lengths, 0) - lengths, lengths
         observed = {SMPL_JOINT_NAMES.index(n) for n in OBSERVED_JOINTS}
         self.unobserved = torch.tensor([j for j in range(1, 24) if j not in observed])

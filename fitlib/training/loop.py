@@ -87,8 +87,9 @@ def train_loop(config, out: str | Path, store: str | Path, unlabelled: list[str]
             pseudo = None
         else:
             pseudo = PseudoLabels(store, model, cfg.model.layout, smpl_only=cfg.loop.smpl_only)
+        motion = pseudo.pose[pseudo.has_smpl] if pseudo is not None and cfg.loop.as_motion else None
         res = train(rcfg, out / f"round_{r}", model, progress=progress, init_weights=current,
-                    pseudo_labels=pseudo, info={"loop_round": r, "store": str(store)})
+                    pseudo_labels=pseudo, info={"loop_round": r, "store": str(store)}, extra_poses=motion)
         current = Path(res["out"]) / "regressor.pt"
         row = {"round": r, "labels": {k: getattr(summary, k) for k in
                                       ("fitted", "new", "replaced", "kept", "invalid", "failed")},

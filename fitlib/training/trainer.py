@@ -257,7 +257,7 @@ def plot_curves(rows: list[dict], path: Path) -> None:
 
 def train(config, out: str | Path, body_model: BodyModel | str | Path | None = None, progress: bool = True,
           stop_after: int | None = None, info: dict | None = None, init_weights: str | Path | None = None,
-          pseudo_labels=None, encoder_weights: str | Path | None = None) -> dict:
+          pseudo_labels=None, encoder_weights: str | Path | None = None, extra_poses: torch.Tensor | None = None) -> dict:
     """Train (or resume) a regressor in ``out``; returns the final validation metrics and paths.
 
     The data: a keypoint regressor trains on synthetic samples (:class:`SampleGenerator`) plus, in the loop,
@@ -281,6 +281,8 @@ def train(config, out: str | Path, body_model: BodyModel | str | Path | None = N
             (``loop.pseudo_fraction``) comes from it, the rest is synthetic (keypoint regressors).
         encoder_weights: ImageNet (torchvision ``resnet50``) or SPIN backbone weights for a new image
             regressor's ResNet-50 (:func:`fitlib.regression.resnet.load_backbone_weights`).
+        extra_poses: [M, 24, 3] camera-frame poses added to the synthetic samples' motion (keypoint regressors;
+            :class:`SampleGenerator`).
     """
     from tqdm import tqdm
 
@@ -330,7 +332,7 @@ def train(config, out: str | Path, body_model: BodyModel | str | Path | None = N
                                "val", img.loader_threads)
         val_samples = min(val_samples, len(val_gen))
     else:
-        train_gen = SampleGenerator(model, cfg.data, "train", cfg.model.layout, cfg.seed)
+        train_gen = SampleGenerator(model, cfg.data, "train", cfg.model.layout, cfg.seed, extra_poses=extra_poses)
         val_gen = SampleGenerator(model, cfg.data, "val", cfg.model.layout, cfg.seed + 1)
     use_amp = cfg.amp and dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if use_amp else None

@@ -110,3 +110,21 @@ def test_weak_perspective_mode_trains(open_model):
     loss, terms = regressor_loss(open_model, net(batch.keypoints, batch.K), batch, cfg.loss, "coco17", "weak")
     loss.backward()
     assert torch.isfinite(loss) and terms["2d_det"] > 0 and net.head.decpose.weight.grad.abs().sum() > 0
+
+
+def test_extra_poses_join_the_motion_as_a_clip(open_model):
+    """Camera-frame poses (pseudo-labels) become one more training clip, their root turned back to the mocap's
+    y-up frame; validation never sees them."""
+    import roma
+
+    gen = SampleGenerator(open_model, DataConfig(clips=["climb_seq_0"]), seed=1)
+    body = gen.poses[:5].clone()  # y-up mocap frames
+    flip = roma.rotvec_to_rotmat(torch.tensor([np.pi, 0.0, 0.0]))
+    cam = body.clone()
+    cam[:, 0] = roma.rotmat_to_rotvec(flip @ roma.rotvec_to_rotmat(body[:, 0]))  # as the camera sees them upright
+    extra = SampleGenerator(open_model, DataConfig(clips=["climb_seq_0"]), seed=1, extra_poses=cam)
+    assert extra.clips == ["climb_seq_0", "extra_poses"] and len(extra.poses) == len(gen.poses) + 5
+    assert torch.allclose(roma.rotvec_to_rotmat(extra.poses[-5:]), roma.rotvec_to_rotmat(body), atol=1e-5)
+    assert extra.batch(0, 64).pose.shape == (64, 24, 3)
+    val = SampleGenerator(open_model, split="val", extra_poses=cam)
+    assert "extra_poses" not in val.clips
