@@ -17,7 +17,6 @@ import io
 import json
 import subprocess
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 

@@ -205,7 +205,7 @@ class SampleGenerator:
 
     def _poses(self, B: int, g: torch.Generator, rng: np.random.Generator) -> torch.Tensor:
         """[B, 24, 3] body-frame poses (root: the mocap's world orientation, y up)."""
-        cfg, N = self.config, len(self.poses)
+        cfg = self.config
         aug = cfg.augment and self.split == "train"
         pick = lambda: self.poses[self._frames(B, g)]  # noqa: E731
         pose = pick().clone()

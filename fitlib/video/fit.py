@@ -158,8 +158,6 @@ class VideoResult:
     def overlay_frames(self, images: Sequence[np.ndarray] | None = None, body_model: Any = None):
         """Yield each frame with the fits drawn (:meth:`fitlib.FitResult.render_overlay`, without its per-frame
         person indices) and each person's track id at the top of their box; ``images`` as for :meth:`save`."""
-        from fitlib.result import FitResult
-
         if images is None:
             if self.source is None:
                 raise ValueError("this result was made from arrays: pass the frames as images=")

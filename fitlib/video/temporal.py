@@ -26,7 +26,7 @@ import torch
 from fitlib import losses
 from fitlib.body.layouts import get_layout
 from fitlib.camera import project
-from fitlib.fitting import Fitter
+from fitlib.fitting import FitOutput, Fitter
 from fitlib.fitting.refine import RefineObjective, RefineTargets, pack
 from fitlib.params import SMPLParams
 from fitlib.video.smoothing import METHODS, smooth_params

@@ -6,7 +6,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 
 from fitlib.labels import LabelStore, items, run_label_job
 from fitlib.labels.job import update_store

@@ -1,7 +1,6 @@
 """Regressor files: round trip, clear errors for damaged and mismatched files, the shipped weights."""
 import json
 
-import numpy as np
 import pytest
 import torch
 

@@ -1,5 +1,4 @@
 """The regressor network: shapes, the IEF loop, 6D rotations, CLIFF's camera, independence of samples."""
-import numpy as np
 import pytest
 import roma
 import torch

@@ -1,7 +1,6 @@
 """Training in the loop, end to end at a tiny size: label, train on pseudo-labels, resume."""
 import json
 
-import numpy as np
 import torch
 
 from fitlib.regression.checkpoint import shipped_path
