@@ -36,7 +36,6 @@ import torch  # noqa: E402
 from fitlib.evaluation import metrics  # noqa: E402
 from fitlib.body.model import BodyModel, load_body_model  # noqa: E402
 from fitlib.camera import project  # noqa: E402
-from fitlib.fitting.config import load_config  # noqa: E402
 from fitlib.fitting import Fitter  # noqa: E402
 from fitlib.body.open_model import sample_plausible_poses  # noqa: E402
 

@@ -27,7 +27,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import io  # noqa: E402
-import json  # noqa: E402
 import pickle  # noqa: E402
 import resource  # noqa: E402
 import signal  # noqa: E402
@@ -41,7 +40,7 @@ import numpy as np  # noqa: E402
 import scipy.sparse  # noqa: E402
 
 from fitlib.body.model_file import read_model_file  # noqa: E402
-from fitlib.body.open_model import cache_problem, checksum_path, save_model_file  # noqa: E402
+from fitlib.body.open_model import cache_problem, save_model_file  # noqa: E402
 from fitlib.body.skeleton import SMPL_PARENTS  # noqa: E402
 from fitlib.result import FitResult  # noqa: E402
 
