@@ -120,8 +120,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--label-rules", default="", help="label validity rules overriding configs/labels.yaml's, "
                                                       "e.g. max_score=6,max_prior_nll=60 (the loop arm)")
     ap.add_argument("--smpl-only", action="store_true", help="the loop trains on pseudo-labels with SMPL only")
-    ap.add_argument("--as-motion", action="store_true", help="the loop also adds the SMPL pseudo-labels' poses to the "
-                                                            "synthetic samples' motion (loop.as_motion)")
+    ap.add_argument("--as-motion", action=argparse.BooleanOptionalAction, default=True,
+                    help="the loop also adds the SMPL pseudo-labels' poses to the synthetic samples' motion "
+                         "(loop.as_motion, the default; --no-as-motion: as samples of their own view only)")
     ap.add_argument("--base", help="the first run's weights (regressor.pt of an earlier experiment's base/ with the "
                                    "same --set-a and --base-steps) instead of training it again")
     args = ap.parse_args(argv)
