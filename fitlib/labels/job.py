@@ -127,12 +127,17 @@ class LabelWorker:
         fit_config = load_config(fit_config)
         self.image_regressor = None
         if fit_config.start == "regressor":
-            from fitlib.regression.checkpoint import load_regressor, shipped_path
+            from fitlib.regression.checkpoint import NotFitlibCheckpoint, load_regressor, read_header, shipped_path
 
-            net, header = load_regressor(fit_config.regressor or shipped_path(), device or "cpu")
-            if net.config.encoder == "image":  # this worker crops for it; the fitter's other people use multistart
+            path = fit_config.regressor or shipped_path()
+            try:
+                image_net = read_header(path)[0].get("config", {}).get("encoder") == "image"
+            except NotFitlibCheckpoint:  # SPIN's checkpoint (load_regressor says if it is not)
+                image_net = True
+            if image_net:  # this worker crops for it; the fitter's people it cannot read use multistart
                 from fitlib.regression.predict import KeypointRegressor
 
+                net, header = load_regressor(path, device or "cpu")
                 fit_config = fit_config.replace(start="multistart")
                 self.fitter = Fitter(model, fit_config, device)
                 self.image_regressor = KeypointRegressor(net, self.fitter.model, header)
