@@ -14,38 +14,6 @@ from fitlib.regression.resnet import (IMAGENET_MEAN, IMAGENET_STD, ResNet50, loa
                                       load_weights_file, normalise, resnet50)
 
 
-# ------------------------------------------------------------------------------ independent description
-def torchvision_resnet50_layout(num_classes=None) -> dict:
-    """{name: shape} of torchvision's ``resnet50`` state dict, written from its published architecture
-    (not from fitlib's module): a 7x7 stem conv of 64 channels and its BN, four layers of [3, 4, 6, 3]
-    bottleneck blocks of widths 64/128/256/512 with expansion 4 (1x1, 3x3, 1x1 convs without bias, each
-    followed by a BN; a 1x1 conv + BN shortcut in each layer's first block), then ``fc``."""
-    out = {"conv1.weight": (64, 3, 7, 7)}
-
-    def bn(name, c):
-        out.update({f"{name}.weight": (c,), f"{name}.bias": (c,), f"{name}.running_mean": (c,),
-                    f"{name}.running_var": (c,), f"{name}.num_batches_tracked": ()})
-
-    bn("bn1", 64)
-    cin = 64
-    for li, (blocks, width) in enumerate(zip([3, 4, 6, 3], [64, 128, 256, 512]), 1):
-        for b in range(blocks):
-            p = f"layer{li}.{b}"
-            out[f"{p}.conv1.weight"] = (width, cin, 1, 1)
-            bn(f"{p}.bn1", width)
-            out[f"{p}.conv2.weight"] = (width, width, 3, 3)
-            bn(f"{p}.bn2", width)
-            out[f"{p}.conv3.weight"] = (4 * width, width, 1, 1)
-            bn(f"{p}.bn3", 4 * width)
-            if b == 0:
-                out[f"{p}.downsample.0.weight"] = (4 * width, cin, 1, 1)
-                bn(f"{p}.downsample.1", 4 * width)
-            cin = 4 * width
-    if num_classes:
-        out["fc.weight"], out["fc.bias"] = (num_classes, 2048), (num_classes,)
-    return out
-
-
 def functional_resnet50(sd: dict, x: torch.Tensor) -> torch.Tensor:
     """Eval-mode ResNet-50 (torchvision v1.5: stride on the 3x3 conv) computed with torch.nn.functional
     straight from a state dict: [B, 3, H, W] -> [B, 2048] pooled features."""
@@ -114,7 +82,7 @@ def test_parameter_counts_are_resnet50s():
         assert sum(p.numel() for p in resnet50().parameters()) == 23_508_032
 
 
-def test_state_dict_names_and_shapes_are_torchvisions():
+def test_state_dict_names_and_shapes_are_torchvisions(torchvision_resnet50_layout):
     with torch.device("meta"):
         nets = {None: ResNet50(), 1000: ResNet50(num_classes=1000)}
         assert set(resnet50().state_dict()) == set(torchvision_resnet50_layout())

@@ -13,35 +13,13 @@ from fitlib.regression.spin import (SPIN_KEY_MAP, load_spin_checkpoint, read_spi
                                     spin_to_fitlib_state_dict)
 
 
-# ---------------------------------------------------------------------- SPIN's layout, written out independently
-def spin_hmr_layout() -> dict:
+# ---------------------------------------------------------------------- SPIN's layout: torchvision's ResNet-50 + the IEF head
+def spin_hmr_layout(resnet50_layout: dict) -> dict:
     """{name: shape} of SPIN's ``HMR`` state dict (models/hmr.py of nkolot/SPIN): torchvision's ResNet-50 names
-    at the top level without ``fc`` (stem conv 64 x 3 x 7 x 7 + BN; [3, 4, 6, 3] bottlenecks of widths
-    64/128/256/512, expansion 4, a conv + BN shortcut in each layer's first block), then the IEF head
-    ``fc1`` [1024, 2048 + 144 + 13], ``fc2`` [1024, 1024], ``decpose`` [144, 1024], ``decshape`` [10, 1024],
-    ``deccam`` [3, 1024] and the buffers ``init_pose`` [1, 144], ``init_shape`` [1, 10], ``init_cam`` [1, 3]."""
-    out = {"conv1.weight": (64, 3, 7, 7)}
-
-    def bn(name, c):
-        for p in ("weight", "bias", "running_mean", "running_var"):
-            out[f"{name}.{p}"] = (c,)
-        out[f"{name}.num_batches_tracked"] = ()
-
-    bn("bn1", 64)
-    cin = 64
-    for li, (blocks, width) in enumerate(zip([3, 4, 6, 3], [64, 128, 256, 512]), 1):
-        for b in range(blocks):
-            p = f"layer{li}.{b}"
-            out[f"{p}.conv1.weight"] = (width, cin, 1, 1)
-            bn(f"{p}.bn1", width)
-            out[f"{p}.conv2.weight"] = (width, width, 3, 3)
-            bn(f"{p}.bn2", width)
-            out[f"{p}.conv3.weight"] = (4 * width, width, 1, 1)
-            bn(f"{p}.bn3", 4 * width)
-            if b == 0:
-                out[f"{p}.downsample.0.weight"] = (4 * width, cin, 1, 1)
-                bn(f"{p}.downsample.1", 4 * width)
-            cin = 4 * width
+    at the top level without ``fc`` (``resnet50_layout``), then the IEF head ``fc1`` [1024, 2048 + 144 + 13],
+    ``fc2`` [1024, 1024], ``decpose`` [144, 1024], ``decshape`` [10, 1024], ``deccam`` [3, 1024] and the buffers
+    ``init_pose`` [1, 144], ``init_shape`` [1, 10], ``init_cam`` [1, 3]."""
+    out = dict(resnet50_layout)
     for name, (o, i) in {"fc1": (1024, 2205), "fc2": (1024, 1024), "decpose": (144, 1024), "decshape": (10, 1024),
                          "deccam": (3, 1024)}.items():
         out[f"{name}.weight"], out[f"{name}.bias"] = (o, i), (o,)
@@ -52,11 +30,11 @@ def spin_hmr_layout() -> dict:
 HEAD = ("fc1.", "fc2.", "decpose.", "decshape.", "deccam.", "init_")
 
 
-def make_spin_state_dict(seed: int = 0) -> dict:
+def make_spin_state_dict(resnet50_layout: dict, seed: int = 0) -> dict:
     """Random weights of SPIN's layout, scaled as trained weights are (activations of order 1)."""
     g = torch.Generator().manual_seed(seed)
     sd = {}
-    for name, shape in spin_hmr_layout().items():
+    for name, shape in spin_hmr_layout(resnet50_layout).items():
         bn = (".bn" in "." + name) or ".downsample.1." in name
         if name.endswith("num_batches_tracked"):
             value = torch.tensor(1000)
@@ -116,12 +94,12 @@ def _write_means(path, pose, shape, cam):
 
 
 @pytest.fixture(scope="module")
-def spin(tmp_path_factory):
+def spin(tmp_path_factory, torchvision_resnet50_layout):
     """SPIN's state dict and files: ``main`` as SPIN's trainer saves it (DataParallel names under "model",
     optimizer and counters beside), ``bare`` the state dict itself without the mean buffers in torch's legacy
     format (SPIN's torch 1.1), ``means`` those buffers as smpl_mean_params.npz, ``other`` different means."""
     root = tmp_path_factory.mktemp("spin")
-    sd = make_spin_state_dict()
+    sd = make_spin_state_dict(torchvision_resnet50_layout())
     main = root / "model_checkpoint.pt"
     torch.save({"model": {"module." + k: v for k, v in sd.items()},
                 "optimizer": {"state": {}, "param_groups": [{"lr": 5e-5, "betas": (0.9, 0.999), "params": [0, 1]}]},
