@@ -34,6 +34,15 @@ def device(request):
 
 
 @pytest.fixture(scope="session")
+def ray_cluster():
+    """One local 2-CPU Ray cluster for the session's Ray tests (skipped without Ray: ``pip install -e ".[ray]"``)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, log_to_driver=False, include_dashboard=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
 def tiny_3dpw(tmp_path_factory):
     """A one-sequence, four-frame synthetic set in 3DPW's format: (root, [sequence file])."""
     from fitlib.datasets.synthetic import make_synthetic

@@ -5,16 +5,9 @@ import signal
 import numpy as np
 import pytest
 
-ray = pytest.importorskip("ray")
+pytest.importorskip("ray")
 
 from fitlib.labels import LabelStore, items, run_label_job  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=2, log_to_driver=False, include_dashboard=False)
-    yield
-    ray.shutdown()
 
 
 def _labels(path):
@@ -37,7 +30,7 @@ def _kill_one_worker() -> bool:
     return False
 
 
-def test_ray_job_equals_local_job_even_when_a_worker_dies(cluster, label_set, tmp_path):
+def test_ray_job_equals_local_job_even_when_a_worker_dies(ray_cluster, label_set, tmp_path):
     cfg = tmp_path / "small.yaml"
     cfg.write_text("batch_images: 2\n")
     import torch

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 pytest.importorskip("ray.train.torch")  # pip install "fitlib[ray]"
-import ray  # noqa: E402
 
 from fitlib.training.ray_train import train_on_ray  # noqa: E402
 from fitlib.training.trainer import train  # noqa: E402
@@ -14,18 +13,11 @@ TINY = {"seed": 3, "batch_size": 8, "epochs": 1, "steps_per_epoch": 4, "warmup_s
         "model": {"encoder_hidden": 16, "encoder_blocks": 1, "head_hidden": 32, "hypotheses": 2, "dropout": 0.0}}
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=2, log_to_driver=False, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
 def _weights(run):
     return torch.load(run / "checkpoint.pt", weights_only=True)["model"]
 
 
-def test_two_workers_train_as_one_process(cluster, tmp_path):
+def test_two_workers_train_as_one_process(ray_cluster, tmp_path):
     cut = train_on_ray(TINY, tmp_path / "ray", workers=2, stop_after=2)  # "killed" after step 2's checkpoint
     assert cut["step"] == 2
     res = train_on_ray(TINY, tmp_path / "ray", workers=2)  # resumes
@@ -41,7 +33,7 @@ def test_two_workers_train_as_one_process(cluster, tmp_path):
     assert max(float((a[k] - _weights(tmp_path / "one")[k]).abs().max()) for k in a) > 1e-4
 
 
-def test_an_image_regressor_trains_on_two_workers(cluster, photo_set, detections_npz, tmp_path):
+def test_an_image_regressor_trains_on_two_workers(ray_cluster, photo_set, detections_npz, tmp_path):
     """The image path on Ray: each worker crops its half of every batch (BatchNorm statistics are per worker,
     as in any data-parallel run without SyncBatchNorm)."""
     from fitlib.regression.checkpoint import load_regressor
