@@ -230,9 +230,9 @@ def _regressor(checkpoint, model, device, encoder: str | None = None):
         raise ValueError(f"encoder must be 'keypoints', 'image' or None, got {encoder!r}")
     reg = shared_regressor(checkpoint, model, device)
     if encoder is not None and reg.net.config.encoder != encoder:
-        raise ValueError(f"{checkpoint or 'the shipped regressor'} is a {reg.net.config.encoder} regressor, "
-                         f"not an {encoder} one" if encoder == "image" else
-                         f"{checkpoint} is an image regressor, not a keypoint one")
+        kind = {"image": "an image", "keypoints": "a keypoint"}
+        raise ValueError(f"{checkpoint or 'the shipped regressor'} is {kind[reg.net.config.encoder]} regressor, "
+                         f"not {kind[encoder]} one")
     return reg
 
 

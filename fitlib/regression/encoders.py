@@ -1,6 +1,7 @@
 """Encoders: modules turning what the regressor sees into the feature ``x`` its head reads.
 
-An encoder is a ``torch.nn.Module`` with an ``out_dim`` attribute and ``forward(inputs) -> x [B, out_dim]``,
+An encoder is a ``torch.nn.Module`` with an ``out_dim`` attribute, ``forward(inputs) -> x [B, out_dim]`` and a
+``from_config(config, num_points)`` constructor (the regressor's config, the points of its layout),
 ``inputs`` being a :class:`EncoderInput` (the keypoints in the network's layout and their person box;
 the image encoder reads ``inputs.images``, crops cut with the same boxes). The head, the losses and
 the trainer never look inside: a new encoder is registered in :data:`ENCODERS` and named in the config.
@@ -68,6 +69,11 @@ class KeypointEncoder(nn.Module):
         self.inp = nn.Linear(4 * num_points, hidden)
         self.blocks = nn.Sequential(*[ResidualBlock(hidden) for _ in range(blocks)])
 
+    @classmethod
+    def from_config(cls, config, num_points: int) -> "KeypointEncoder":
+        """``config.encoder_hidden`` wide, ``config.encoder_blocks`` blocks."""
+        return cls(num_points, hidden=config.encoder_hidden, blocks=config.encoder_blocks)
+
     def features(self, inputs: EncoderInput) -> torch.Tensor:
         """[B, 4 J] the network's view of the keypoints."""
         vis = inputs.visible
@@ -94,11 +100,17 @@ class ImageEncoder(nn.Module):
         self.backbone = resnet50()
         self.out_dim = 2048
 
+    @classmethod
+    def from_config(cls, config, num_points: int) -> "ImageEncoder":
+        """The crop size is ``config.image_size``; nothing else to set."""
+        return cls()
+
     def forward(self, inputs: EncoderInput) -> torch.Tensor:
         from fitlib.regression.resnet import normalise
 
         return self.backbone(normalise(inputs.images))
 
 
-ENCODERS: dict[str, Callable[..., nn.Module]] = {"keypoints": KeypointEncoder, "image": ImageEncoder}
-"""Encoder constructors by config name: ``ctor(num_points=J, **encoder settings)`` (the image encoder takes none)."""
+ENCODERS: dict[str, Callable[..., nn.Module]] = {"keypoints": KeypointEncoder.from_config,
+                                                 "image": ImageEncoder.from_config}
+"""Encoder constructors by config name: ``ctor(config, num_points)``."""

@@ -141,11 +141,7 @@ class Regressor(nn.Module):
         config = RegressorConfig.model_validate(config or {}) if not isinstance(config, RegressorConfig) else config
         self.config = config
         self.layout = get_layout(config.layout)
-        if config.encoder == "image":
-            self.encoder = ENCODERS["image"]()
-        else:
-            self.encoder = ENCODERS[config.encoder](num_points=len(self.layout), hidden=config.encoder_hidden,
-                                                    blocks=config.encoder_blocks)
+        self.encoder = ENCODERS[config.encoder](config, len(self.layout))
         if mean_params is None:
             pose6d, betas, cam = initial_pose6d(config.hypotheses), torch.zeros(10), torch.tensor(MEAN_CAM)
         else:
