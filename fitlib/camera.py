@@ -30,3 +30,19 @@ def project(points: torch.Tensor, K: torch.Tensor, min_depth: float = 1e-3) -> t
     f = torch.stack([K[..., 0, 0], K[..., 1, 1]], -1)[..., None, :]
     c = K[..., :2, 2][..., None, :]
     return xy * f + c
+
+
+def ray_rotation(target: torch.Tensor) -> torch.Tensor:
+    """Rotations [..., 3, 3] (the shortest, about an axis perpendicular to both) that take the camera's z axis to
+    the ray through ``target`` [..., 3] (camera frame, in front of the camera): ``R @ (0, 0, 1) = target / |target|``.
+
+    ``points @ R`` (row vectors, i.e. ``R^T p``) expresses camera-frame points in the camera turned to look at
+    the target, the frame of a crop centred on it, in which a landmark network such as BlazePose sees a body.
+    """
+    z = target / target.norm(dim=-1, keepdim=True)
+    zero = torch.zeros_like(z[..., 0])
+    # [e_z]_x z = v = (-z_y, z_x, 0); Rodrigues with cos = z_z: R = I + [v]_x + [v]_x² / (1 + cos)
+    vx = torch.stack([zero, zero, z[..., 0], zero, zero, z[..., 1], -z[..., 0], -z[..., 1], zero], -1)
+    vx = vx.view(*z.shape[:-1], 3, 3)
+    eye = torch.eye(3, dtype=z.dtype, device=z.device)
+    return eye + vx + vx @ vx / (1.0 + z[..., 2])[..., None, None]

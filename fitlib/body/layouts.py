@@ -1,5 +1,5 @@
-"""Keypoint layouts: named 2D point sets (COCO-17, COCO-17 + feet, BODY_25, OpenPose-18, MediaPipe-33, SMPL-24,
-SPIN's 24 ground-truth points).
+"""Keypoint layouts: named point sets (COCO-17, COCO-17 + feet, BODY_25, OpenPose-18, MediaPipe-33, SMPL-24,
+SPIN's 24 ground-truth points, the 19 BlazePose world landmarks fitlib reads in 3D).
 
 A layout is data: point names in order, the edges drawn between them, and the
 left/right pairs used for flipping.  Points with the same name in two layouts
@@ -72,6 +72,15 @@ DERIVED_POINTS: dict[str, tuple[str, ...]] = {
 """Points defined as the mean of others, when a source lacks them."""
 
 
+WORLD_POINTS: tuple[str, ...] = (
+    "nose", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist",
+    "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle", "left_heel",
+    "right_heel", "left_foot_index", "right_foot_index")
+"""The ``world19`` layout: the BlazePose world landmarks (``mediapipe33`` names) fitlib reads in 3D (the regressor's
+world-landmark branch, the refine's 3D term): the body's points, without the face and hand details a body model
+does not define the same way."""
+
+
 def _mirror(name: str) -> str:
     for a, b in (("left", "right"), ("right", "left")):
         if a in name:
@@ -126,6 +135,7 @@ LAYOUTS: dict[str, KeypointLayout] = {
         _make("body25", _BODY25),
         _make("openpose18", _OPENPOSE18),
         _make("mediapipe33", _MEDIAPIPE33),
+        _make("world19", WORLD_POINTS),
         _make("smpl24", _SMPL24, tuple((p, j) for j, p in enumerate(SMPL_PARENTS) if p >= 0)),
         _make("spin24", SPIN_PART_NAMES),
     )

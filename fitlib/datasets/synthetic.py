@@ -126,6 +126,55 @@ def corrupt_keypoints(xy: np.ndarray, rng: np.random.Generator, corruption: Corr
     return res
 
 
+@dataclass
+class WorldNoise:
+    """BlazePose-like errors of simulated 3D world landmarks (metres).
+
+    BlazePose regresses its world landmarks from one crop: a per-point error, a wrong metric size (it sees no
+    scale), depths squeezed or stretched (depth is its weakest axis) and, at times, a limb whose depth order is
+    inverted (front/back of an arm or leg is ambiguous in a photo as in 2D keypoints)."""
+
+    sigma: float | np.ndarray = 0.03  # std (m) of each coordinate of each point (or [B, 1, 1] per person)
+    scale: float = 0.06         # std of the person's metric scale (1 + N(0, scale^2))
+    depth_scale: float = 0.15   # std of the extra scale of the depths (z) about the hips
+    limb_flip: float = 0.05     # probability, per arm and leg, that its depth relative to its root is mirrored
+
+
+def look_at_person(points: np.ndarray, hips: np.ndarray) -> np.ndarray:
+    """Points [..., N, 3] (camera frame, m) re-centred on ``hips`` [..., 3] and expressed in the camera frame
+    turned to look along the ray through the hips (:func:`fitlib.camera.ray_rotation`): the frame of a crop
+    centred on the person, in which a landmark network like BlazePose sees the body."""
+    from fitlib.camera import ray_rotation
+
+    R = ray_rotation(torch.as_tensor(np.asarray(hips, np.float64))).numpy()
+    return (np.asarray(points, np.float64) - hips[..., None, :]) @ R  # R^T applied to row vectors
+
+
+def simulate_world_landmarks(points: np.ndarray, names: tuple[str, ...], rng: np.random.Generator,
+                             noise: WorldNoise | None = None) -> np.ndarray:
+    """BlazePose-like world landmarks [B, N, 3] (m, hip-centred, :func:`look_at_person`'s frame) from a body
+    model's exact points ``points`` [B, N, 3] (camera frame, m) named ``names`` (``mediapipe33`` names, the
+    hips among them), with the errors of ``noise`` (default :class:`WorldNoise`)."""
+    noise = noise or WorldNoise()
+    pts = np.asarray(points, np.float64)
+    B = len(pts)
+    ix = {n: i for i, n in enumerate(names)}
+    hips = 0.5 * (pts[:, ix["left_hip"]] + pts[:, ix["right_hip"]])
+    w = look_at_person(pts, hips)
+    for side in ("left", "right"):  # an arm or leg's depth order inverted about its root
+        for root, parts in (("shoulder", ("elbow", "wrist", "pinky", "index", "thumb")),
+                            ("hip", ("knee", "ankle", "heel", "foot_index"))):
+            if f"{side}_{root}" not in ix:
+                continue
+            rows = np.nonzero(rng.random(B) < noise.limb_flip)[0]
+            cols = [ix[f"{side}_{p}"] for p in parts if f"{side}_{p}" in ix]
+            r0 = w[rows, ix[f"{side}_{root}"], 2][:, None]
+            w[rows[:, None], cols, 2] = 2 * r0 - w[rows[:, None], cols, 2]
+    w[..., 2] *= (1.0 + noise.depth_scale * rng.standard_normal(B))[:, None]
+    w *= (1.0 + noise.scale * rng.standard_normal(B))[:, None, None]
+    return w + noise.sigma * rng.standard_normal(w.shape)
+
+
 def _openpose18(model: BodyModel, pose: torch.Tensor, betas: torch.Tensor, transl: torch.Tensor):
     """World joints [T, 24, 3] and OpenPose-18 points [T, 18, 3] of the model (float64 numpy)."""
     with torch.no_grad():

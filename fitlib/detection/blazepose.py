@@ -267,13 +267,16 @@ class BlazePose:
         return np.concatenate([points[:, 0], side[:, None], angle[:, None]], axis=1)
 
     # -- stage 2: landmarks ------------------------------------------------------------------------
-    def landmarks(self, image: np.ndarray, roi: np.ndarray) -> tuple[np.ndarray, float]:
+    def landmarks(self, image: np.ndarray, roi: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
         """Landmarks of the person in one ROI ``(cx, cy, side, angle)`` (continuous coordinates).
 
         Returns:
             ``(39, 5)`` array (x px, y px, z (relative depth, ROI-pixel units), visibility, presence),
-            x/y in continuous image coordinates, visibility/presence in [0, 1]; and the
-            probability that a person is present in the ROI.
+            x/y in continuous image coordinates, visibility/presence in [0, 1]; the probability that a
+            person is present in the ROI; and ``(39, 3)`` world landmarks (m, the model's output
+            ``Identity_4``: origin between the hips, x right, y down, z away from the camera), turned from
+            the rotated ROI's axes back to the image's (the ROI's roll undone, as MediaPipe's graph does):
+            the body as seen along the ray to the person (:func:`fitlib.datasets.synthetic.look_at_person`).
         """
         cx, cy, side, angle = (float(v) for v in roi)
         c, s = np.cos(angle), np.sin(angle)
@@ -289,14 +292,17 @@ class BlazePose:
         uv = _refine_with_heatmap(raw[:, :2] / _LMK_SIZE, heatmap) * _LMK_SIZE
         xy = uv @ t2i[:, :2].T + t2i[:, 2]
         lm = np.concatenate([xy, raw[:, 2:3], _sigmoid(raw[:, 3:5])], axis=1)
-        return lm, flag
+        world = out[4].reshape(_NUM_LMK, 3).astype(np.float64)
+        world[:, :2] = world[:, :2] @ np.array([[c, s], [-s, c]])  # R(angle) applied to row vectors
+        return lm, flag, world
 
     def __call__(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """Detect every person in an ``(H, W, 3)`` uint8 RGB image.
 
         Returns:
             dict with ``landmarks (P, 33, 5)`` (x px, y px, z, visibility, presence; pixel centres at
-            integers), ``presence (P,)``, ``detection_scores (P,)`` and ``rois (P, 4)``; people sorted
+            integers), ``world (P, 33, 3)`` (m, see :meth:`landmarks`), ``presence (P,)``,
+            ``detection_scores (P,)`` and ``rois (P, 4)``; people sorted
             by presence; of two people whose landmark boxes overlap by IoU > max(nms_iou, 0.5), only
             the more confident is kept (one person found from two detections).
         """
@@ -304,27 +310,29 @@ class BlazePose:
             raise ValueError(f"BlazePose expects a non-empty (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
         det_scores, points = self.detect_people(image)
         rois = self.rois(points)
-        lms, pres, keep = [], [], []
+        lms, worlds, pres, keep = [], [], [], []
         for i, roi in enumerate(rois):
             if roi[2] < 1.0:
                 continue
-            lm, flag = self.landmarks(image, roi)
+            lm, flag, world = self.landmarks(image, roi)
             if flag >= self.min_presence:
                 lms.append(lm[:33])
+                worlds.append(world[:33])
                 pres.append(flag)
                 keep.append(i)
         lms = np.array(lms, np.float64).reshape(-1, 33, 5)
+        worlds = np.array(worlds, np.float64).reshape(-1, 33, 3)
         lms[:, :, :2] -= 0.5  # continuous -> pixel-centre coordinates
         pres, det_scores, rois = np.array(pres), det_scores[keep], rois[keep]
         rois[:, :2] -= 0.5
         order = np.argsort(-pres, kind="stable")
-        lms, pres, det_scores, rois = lms[order], pres[order], det_scores[order], rois[order]
+        lms, worlds, pres, det_scores, rois = lms[order], worlds[order], pres[order], det_scores[order], rois[order]
         boxes = np.array([_landmark_box(lm) for lm in lms]).reshape(-1, 4)
         unique = []
         for i in range(len(lms)):
             if not unique or box_iou(boxes[i], boxes[unique]).max() <= max(self.nms_iou, 0.5):
                 unique.append(i)
-        return {"landmarks": lms[unique], "presence": pres[unique],
+        return {"landmarks": lms[unique], "world": worlds[unique], "presence": pres[unique],
                 "detection_scores": det_scores[unique], "rois": rois[unique]}
 
 
@@ -383,13 +391,15 @@ MEDIAPIPE33_TO_FEET: tuple[int, ...] = (31, -1, 29, 32, -1, 30)
 def detect_people(image: np.ndarray, layout: str = "coco17", **kwargs) -> Keypoints:
     """Every person in an ``(H, W, 3)`` uint8 RGB image as :class:`Keypoints` in ``layout``
     (``"coco17"``, ``"coco17_feet"`` or ``"mediapipe33"``); confidence = min(visibility, presence);
-    boxes around the confident points. ``kwargs`` go to :class:`BlazePose`."""
+    boxes around the confident points; ``world``: the 33 world landmarks (m, :meth:`BlazePose.landmarks`).
+    ``kwargs`` go to :class:`BlazePose`."""
     people = BlazePose(**kwargs)(image)
     lm = people["landmarks"]  # (P, 33, 5): x, y, z, visibility, presence
     conf = np.minimum(lm[..., 3], lm[..., 4])  # reliable only if in the frame and not occluded
     kp33 = np.concatenate([lm[..., :2], conf[..., None]], axis=-1)
     boxes = np.array([_person_box(k, image.shape[:2]) for k in kp33]).reshape(-1, 4)
-    return Keypoints(mediapipe33_to(kp33, layout), boxes, people["presence"], layout, image.shape[:2])
+    return Keypoints(mediapipe33_to(kp33, layout), boxes, people["presence"], layout, image.shape[:2],
+                     world=people["world"])
 
 
 def mediapipe33_to(kp33: np.ndarray, layout: str) -> np.ndarray:

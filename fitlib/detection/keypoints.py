@@ -55,6 +55,9 @@ class Keypoints:
         scores: ``(P,)`` float64 person scores in [0, 1].
         layout: keypoint layout name (see :mod:`fitlib.body.layouts`), e.g. ``"coco17"``.
         image_size: ``(height, width)`` of the image in pixels, or ``None`` if unknown.
+        world: ``(P, 33, 3)`` float64 BlazePose world landmarks (``mediapipe33`` order, metres, origin between
+            the hips, the body as seen along the ray to the person:
+            :meth:`fitlib.detection.blazepose.BlazePose.landmarks`), or ``None`` (a detector without them).
     """
 
     keypoints: np.ndarray
@@ -62,6 +65,7 @@ class Keypoints:
     scores: np.ndarray
     layout: str = "coco17"
     image_size: tuple[int, int] | None = None
+    world: np.ndarray | None = None
 
     def __post_init__(self):
         self.keypoints = np.asarray(self.keypoints, np.float64)
@@ -80,6 +84,10 @@ class Keypoints:
             raise ValueError("keypoint confidences must be in [0, 1] and detected keypoints finite")
         if self.image_size is not None:
             self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+        if self.world is not None:
+            self.world = np.asarray(self.world, np.float64)
+            if self.world.shape != (p, 33, 3) or not np.isfinite(self.world).all():
+                raise ValueError(f"world landmarks must be finite, shape ({p}, 33, 3), got {self.world.shape}")
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -87,4 +95,5 @@ class Keypoints:
     def select(self, index) -> "Keypoints":
         """The people at ``index`` (an int, slice, index array or boolean mask), as a new Keypoints."""
         index = np.atleast_1d(np.arange(len(self))[index])
-        return Keypoints(self.keypoints[index], self.boxes[index], self.scores[index], self.layout, self.image_size)
+        return Keypoints(self.keypoints[index], self.boxes[index], self.scores[index], self.layout, self.image_size,
+                         None if self.world is None else self.world[index])

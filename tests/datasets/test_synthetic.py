@@ -39,3 +39,38 @@ def test_deterministic_under_seed(tmp_path):
     load = lambda p: pickle.load(open(p, "rb"), encoding="latin1")  # noqa: E731
     assert np.array_equal(load(a)["poses2d"][0], load(b)["poses2d"][0])
     assert not np.array_equal(load(a)["poses2d"][0], load(c)["poses2d"][0])
+
+
+def test_look_at_person_is_a_rotation_about_the_hips():
+    from fitlib.datasets.synthetic import look_at_person
+
+    rng = np.random.default_rng(0)
+    hips = np.array([[1.5, -0.8, 6.0], [0.0, 0.0, 4.0]])
+    pts = hips[:, None] + rng.normal(0, 0.5, (2, 20, 3))
+    w = look_at_person(pts, hips)
+    # distances to the hips and between points are kept; a point on the ray lies on the new z axis
+    d = lambda a: np.linalg.norm(a[:, :, None] - a[:, None], axis=-1)  # noqa: E731
+    assert np.allclose(d(w), d(pts)) and np.allclose(np.linalg.norm(w, axis=-1), np.linalg.norm(pts - hips[:, None], axis=-1))
+    on_ray = look_at_person(hips[:, None] * 1.1, hips)[:, 0]
+    assert np.allclose(on_ray[:, :2], 0, atol=1e-12) and (on_ray[:, 2] > 0).all()
+    assert np.allclose(w[1], pts[1] - hips[1])  # straight ahead: no turn
+
+
+def test_simulated_world_landmarks_errors():
+    from fitlib.datasets.synthetic import WorldNoise, look_at_person, simulate_world_landmarks
+    from fitlib.body.layouts import WORLD_POINTS
+
+    rng = np.random.default_rng(1)
+    pts = np.array([0.0, 0.0, 5.0]) + rng.normal(0, 0.4, (500, len(WORLD_POINTS), 3))
+    ix = WORLD_POINTS.index
+    hips = 0.5 * (pts[:, ix("left_hip")] + pts[:, ix("right_hip")])
+    exact = look_at_person(pts, hips)
+    none = WorldNoise(sigma=0.0, scale=0.0, depth_scale=0.0, limb_flip=0.0)
+    assert np.allclose(simulate_world_landmarks(pts, WORLD_POINTS, rng, none), exact)
+    noisy = simulate_world_landmarks(pts, WORLD_POINTS, rng, WorldNoise(sigma=0.03, scale=0, depth_scale=0, limb_flip=0))
+    assert abs((noisy - exact).std() - 0.03) < 0.002
+    flip = simulate_world_landmarks(pts, WORLD_POINTS, rng, WorldNoise(sigma=0, scale=0, depth_scale=0, limb_flip=1.0))
+    torso = [ix(n) for n in ("nose", "left_shoulder", "right_shoulder", "left_hip", "right_hip")]
+    assert np.allclose(flip[:, torso], exact[:, torso]) and np.allclose(flip[..., :2], exact[..., :2])
+    knee, hip = ix("left_knee"), ix("left_hip")
+    assert np.allclose(flip[:, knee, 2] - flip[:, hip, 2], -(exact[:, knee, 2] - exact[:, hip, 2]))
