@@ -30,6 +30,7 @@ class Batch:
     images: torch.Tensor | None = None  # [B, 3, S, S] RGB person crops in [0, 1] (image encoder), or None
     centre: torch.Tensor | None = None  # [B, 2] px, the square box each crop shows (None: from the keypoints)
     size: torch.Tensor | None = None  # [B] px, its side
+    world: torch.Tensor | None = None  # [B, 19, 3] m, BlazePose-like world landmarks (layouts.WORLD_POINTS), NaN rows: none
 
     def to(self, device) -> "Batch":
         return Batch(**{k: None if (v := getattr(self, k)) is None else v.to(device) for k in self.__dataclass_fields__})
@@ -40,10 +41,15 @@ class Batch:
 
     @classmethod
     def cat(cls, batches: list["Batch"]) -> "Batch":
-        """The samples of several batches in one (in order); optional fields must be present in all or none."""
+        """The samples of several batches in one (in order); optional fields must be present in all or none, but
+        for ``world`` (world landmarks): samples of a batch without them get NaN rows."""
         out = {}
         for k in cls.__dataclass_fields__:
             parts = [getattr(b, k) for b in batches]
+            if k == "world" and any(p is not None for p in parts):
+                like = next(p for p in parts if p is not None)
+                parts = [p if p is not None else like.new_full((len(b.K), *like.shape[1:]), float("nan"))
+                         for p, b in zip(parts, batches)]
             if all(p is None for p in parts):
                 out[k] = None
             elif any(p is None for p in parts):

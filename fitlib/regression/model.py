@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 import roma
 import torch
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 from torch import nn
 
 from fitlib.body.layouts import get_layout
@@ -60,6 +60,15 @@ class RegressorConfig(BaseModel):
     coordinates; ``spin``: SPIN's camera (on SMPL's origin, f = 5000 px on the 224 px crop)."""
     min_confidence: float = Field(0.01, ge=0, le=1)
     """Points below this confidence count as missing."""
+    world_landmarks: bool = False
+    """The keypoint encoder also reads BlazePose's 3D world landmarks where a person has them (an input branch,
+    :class:`~fitlib.regression.encoders.KeypointEncoder`); people without them are regressed from 2D alone."""
+
+    @model_validator(mode="after")
+    def _world_needs_keypoints(self) -> "RegressorConfig":
+        if self.world_landmarks and self.encoder != "keypoints":
+            raise ValueError("world_landmarks is an input branch of the keypoint encoder (encoder: keypoints)")
+        return self
 
 
 def mean_body_pose() -> torch.Tensor:
@@ -165,7 +174,7 @@ class Regressor(nn.Module):
 
     def forward(self, keypoints: torch.Tensor | None, K: torch.Tensor, images: torch.Tensor | None = None,
                 centre: torch.Tensor | None = None, size: torch.Tensor | None = None,
-                all_iterations: bool | None = None) -> RegressorOutput:
+                all_iterations: bool | None = None, world: torch.Tensor | None = None) -> RegressorOutput:
         """Args:
             keypoints: [B, J, 3] or None (an image network given ``centre`` and ``size``).
             K: [B, 3, 3] intrinsics (px) of the image the keypoints and boxes are in.
@@ -174,6 +183,8 @@ class Regressor(nn.Module):
                 of the keypoints).
             all_iterations: return every IEF iteration (default: in training mode; in eval mode only the
                 last, I = 1, which saves the rotation conversions of the others).
+            world: [B, W, 3] (m) BlazePose world landmarks (:data:`~fitlib.body.layouts.WORLD_POINTS`; NaN
+                rows: none for that person) for a network with ``world_landmarks``; ignored by others.
         """
         cfg = self.config
         if keypoints is not None and (keypoints.ndim != 3 or keypoints.shape[1:] != (len(self.layout), 3)):
@@ -195,7 +206,7 @@ class Regressor(nn.Module):
             vis = torch.zeros(B, len(self.layout), dtype=torch.bool, device=K.device)
         if centre is None or size is None:
             centre, size = camera.keypoint_box(torch.nan_to_num(keypoints[..., :2]), vis)
-        x = self.encoder(EncoderInput(keypoints, vis, centre, size, images))
+        x = self.encoder(EncoderInput(keypoints, vis, centre, size, images, world if cfg.world_landmarks else None))
         cond = camera.bbox_info(centre, size, K) if cfg.camera == "cliff" else None
         pose6d, betas, cam = self.head(x, cond)
         if not (self.training if all_iterations is None else all_iterations):

@@ -85,13 +85,22 @@ class KeypointRegressor:
         """True for an image network (``predict`` then needs ``images``)."""
         return self.net.config.encoder == "image"
 
+    @property
+    def reads_world(self) -> bool:
+        """True for a network with the world-landmark branch (``predict`` then uses ``world`` where given)."""
+        return bool(self.net.config.world_landmarks)
+
     @torch.no_grad()
-    def predict(self, keypoints, K, layout: str = "coco17", images: Sequence[np.ndarray] | None = None) -> Prediction:
+    def predict(self, keypoints, K, layout: str = "coco17", images: Sequence[np.ndarray] | None = None,
+                world=None) -> Prediction:
         """Args:
             keypoints: [P, J, 3] (x px, y px, confidence) in ``layout`` (array or tensor; NaN / confidence 0: missing).
             K: [P, 3, 3] or [3, 3] intrinsics.
             images: for an image network, person p's image (H x W x 3 uint8 RGB) as ``images[p]`` (the same array
                 for the people of one image).
+            world: [P, 33, 3] BlazePose world landmarks (m, ``mediapipe33`` order, :attr:`fitlib.Keypoints.world`;
+                NaN rows: none for that person) for a network that reads them (:attr:`reads_world`); others
+                ignore them.
         """
         lay = get_layout(layout)
         kp = np.asarray(keypoints.detach().cpu().numpy() if isinstance(keypoints, torch.Tensor) else keypoints,
@@ -117,7 +126,7 @@ class KeypointRegressor:
                 raise ValueError(f"an image regressor needs each person's image: got "
                                  f"{'none' if images is None else len(images)} for {P} people")
             crops, centre, size = self._crops(x, vis, images)
-        out = self.net(x, Kt, crops, centre, size)
+        out = self.net(x, Kt, crops, centre, size, world=self._world(world, P) if self.reads_world else None)
         hyp = out.params(self.body_model)  # [P, H] (last iteration)
         H = hyp.betas.shape[1]
         flat = hyp.map(lambda t: t.reshape(P * H, -1))
@@ -134,6 +143,20 @@ class KeypointRegressor:
         joints = body.joints.view(P, H, 24, 3)[rows, best]
         return Prediction(params, hyp, best, err, proj[rows, best], joints, err[rows, best], fitted)
 
+
+    def _world(self, world, P: int) -> torch.Tensor | None:
+        """[P, W, 3] the network's world points (:data:`~fitlib.body.layouts.WORLD_POINTS`) of ``world``
+        [P, 33, 3], or None."""
+        from fitlib.body.layouts import WORLD_POINTS
+
+        if world is None:
+            return None
+        w = torch.as_tensor(np.asarray(world.detach().cpu() if isinstance(world, torch.Tensor) else world,
+                                       dtype=np.float64), dtype=torch.float32)
+        if w.shape != (P, 33, 3):
+            raise ValueError(f"world landmarks must be [{P}, 33, 3] (mediapipe33 order, metres), got {tuple(w.shape)}")
+        names = get_layout("mediapipe33").names
+        return w[:, [names.index(n) for n in WORLD_POINTS]].to(self.device)
 
     def _crops(self, x: torch.Tensor, vis: torch.Tensor, images: Sequence[np.ndarray]):
         """Crops [P, 3, S, S] of the people's keypoint boxes, and the boxes (centre [P, 2], size [P] px)."""

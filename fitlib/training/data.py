@@ -19,6 +19,9 @@ What varies (settings in :class:`DataConfig`, ``data:`` in a training YAML):
 * camera: image sizes of phones, cameras and webcams in portrait and landscape, focal lengths of phone
   wide lenses to short teles, 3DPW's (0.89 x the diagonal) and CLIFF's default (the diagonal);
 * placement: 2-12 m away (log-uniform), anywhere in the image, partly outside it at times;
+* 3D (networks with ``world_landmarks``): BlazePose-like world landmarks for ``p_world`` of the samples
+  (:func:`fitlib.datasets.synthetic.simulate_world_landmarks`: the model's own ``mediapipe33`` points with
+  per-point noise, scale and depth errors and inverted limbs);
 * 2D: the benchmark's detector-like corruption (:func:`fitlib.datasets.synthetic.corrupt_keypoints`:
   jitter scaled by the person's size, missed points, left/right limb swaps, low-confidence points with
   larger errors, points outside the image dropped), with its rates drawn per image size group.
@@ -31,14 +34,14 @@ import roma
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from fitlib.body.layouts import convert_keypoints
+from fitlib.body.layouts import WORLD_POINTS, convert_keypoints
 from fitlib.body.model import BodyModel
 from fitlib.body.open_model import sample_plausible_poses
 from fitlib.body.skeleton import SMPL_JOINT_NAMES
 from fitlib.camera import project
 from fitlib.datasets.batch import Batch
 from fitlib.datasets.mocap import EVAL_CLIPS, OBSERVED_JOINTS, TRAIN_CLIPS, load_mocap, mirror_pose
-from fitlib.datasets.synthetic import Corruption, corrupt_keypoints
+from fitlib.datasets.synthetic import Corruption, WorldNoise, corrupt_keypoints, simulate_world_landmarks
 
 def Prob(default: float):
     return Field(default, ge=0, le=1)
@@ -107,6 +110,12 @@ class DataConfig(BaseModel):
     drop: tuple[float, float] = (0.0, 0.08)
     low_conf: tuple[float, float] = (0.0, 0.12)
     """Corruption rates, uniform per image-size group and batch (the benchmark uses 0.006, 0.03, 0.03, 0.06)."""
+    p_world: float = Prob(0.0)
+    """Fraction of samples with simulated BlazePose world landmarks (for a network with ``world_landmarks``; the
+    others have none, as when another detector gave the 2D); validation samples too."""
+    world_sigma: tuple[float, float] = (0.01, 0.06)
+    """Std (m) of the landmarks' per-point error, uniform per sample
+    (:class:`fitlib.datasets.synthetic.WorldNoise`, whose other errors are at their defaults)."""
     augment: bool = True
     """False: mocap frames only, no mirroring/mixing/tilt/unobserved-joint noise, betas N(0,1), one focal
     (the diagonal), benchmark-like distances and the benchmark's corruption rates (the ablation)."""
@@ -325,4 +334,15 @@ class SampleGenerator:
         gt2d = convert_keypoints(gt18, "openpose18", self.layout)
         t = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
         ones = torch.ones(B, dtype=torch.bool)
-        return Batch(t(kp), t(gt2d), K, hw, pose, betas, transl, out.joints, ones, ones, ones, ones)
+        world = self._world(pose, betas, transl, rng) if cfg.p_world > 0 else None
+        return Batch(t(kp), t(gt2d), K, hw, pose, betas, transl, out.joints, ones, ones, ones, ones, world=world)
+
+    def _world(self, pose: torch.Tensor, betas: torch.Tensor, transl: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """[B, W, 3] simulated world landmarks (NaN rows for the 1 - ``p_world`` samples without)."""
+        cfg, B = self.config, len(pose)
+        with torch.no_grad():
+            pts = self.model(pose, betas, transl, layout="world19").keypoints.double().numpy()
+        sigma = rng.uniform(*cfg.world_sigma, size=B)[:, None, None]
+        w = simulate_world_landmarks(pts, WORLD_POINTS, rng, WorldNoise(sigma=sigma))
+        w[rng.random(B) >= cfg.p_world] = np.nan
+        return torch.as_tensor(w, dtype=torch.float32)

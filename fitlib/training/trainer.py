@@ -137,8 +137,8 @@ def select_hypothesis(proj: torch.Tensor, keypoints: torch.Tensor, visible: torc
 
 def forward_batch(net, batch: Batch) -> RegressorOutput:
     """The network (or its DDP wrapper) on a batch: keypoints, intrinsics and, for an image network, the crops
-    and their boxes."""
-    return net(batch.keypoints, batch.K, batch.images, batch.centre, batch.size)
+    and their boxes, and the world landmarks where the batch has them."""
+    return net(batch.keypoints, batch.K, batch.images, batch.centre, batch.size, world=batch.world)
 
 
 @torch.no_grad()
@@ -276,7 +276,8 @@ def train(config, out: str | Path, body_model: BodyModel | str | Path | None = N
             :class:`BodyModel`, ``"open"`` (default) or an SMPL file / folder; recorded in the weights' header).
         stop_after: stop (as if killed, after a checkpoint) at this step (for tests of resuming).
         info: recorded in the saved weights' header.
-        init_weights: a regressor file to start from (same network settings) instead of random weights.
+        init_weights: a regressor file to start from (same network settings, or the same without the world-landmark
+            branch, which then starts at zero) instead of random weights.
         pseudo_labels: a :class:`~fitlib.training.pseudo_labels.PseudoLabels`: that fraction of each batch
             (``loop.pseudo_fraction``) comes from it, the rest is synthetic (keypoint regressors).
         encoder_weights: ImageNet (torchvision ``resnet50``) or SPIN backbone weights for a new image
@@ -313,10 +314,15 @@ def train(config, out: str | Path, body_model: BodyModel | str | Path | None = N
         from fitlib.regression.checkpoint import load_regressor
 
         start, _ = load_regressor(init_weights, dev)
+        # a network without the world-landmark branch starts one with it (the branch starts at zero)
+        adds_world = cfg.model.world_landmarks and not start.config.world_landmarks
         try:
-            net.load_state_dict(start.state_dict())
+            missing, unexpected = net.load_state_dict(start.state_dict(), strict=not adds_world)
         except RuntimeError as exc:
             raise ValueError(f"{init_weights}: its network does not match the config's model settings ({exc})") from None
+        if unexpected or any(not k.startswith("encoder.world_inp.") for k in missing):
+            raise ValueError(f"{init_weights}: its network does not match the config's model settings "
+                             f"(missing {missing}, unexpected {unexpected})")
     n_pseudo = 0 if pseudo_labels is None else int(round(cfg.batch_size * cfg.loop.pseudo_fraction))
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     val_samples = cfg.val_samples

@@ -187,3 +187,53 @@ def test_mean_params_start_the_head():
     assert torch.equal(net.head.init_betas, betas) and torch.equal(net.head.init_cam, cam)
     with pytest.raises(ValueError, match="mean_params"):
         Regressor(RegressorConfig(encoder_hidden=16, head_hidden=32), mean_params=(pose6d[:10], betas, cam))
+
+
+def _world_inputs(B=4, seed=0):
+    from fitlib.body.layouts import WORLD_POINTS
+
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(B, len(WORLD_POINTS), 3, generator=g) - 0.5) * 1.6
+
+
+def test_world_branch_starts_at_zero_and_loads_a_2d_network(net):
+    """A network with the world-landmark branch, given a 2D-only network's weights, answers as that network
+    (the branch starts at zero), with or without landmarks; then it learns from them."""
+    cfg = net.config.model_copy(update={"world_landmarks": True})
+    world_net = Regressor(cfg)
+    missing, unexpected = world_net.load_state_dict(net.state_dict(), strict=False)
+    assert sorted(missing) == ["encoder.world_inp.bias", "encoder.world_inp.weight"] and not unexpected
+    net.eval(), world_net.eval()
+    kp, K = _inputs(B=4, seed=5)
+    w = _world_inputs()
+    with torch.no_grad():
+        ref = net(kp, K).rotmat
+        assert torch.allclose(world_net(kp, K, world=w).rotmat, ref, atol=1e-6)
+        assert torch.allclose(world_net(kp, K).rotmat, ref, atol=1e-6)
+    world_net.train()
+    out = world_net(kp, K, world=w)
+    out.rotmat.sum().backward()
+    assert world_net.encoder.world_inp.weight.grad.abs().sum() > 0
+
+
+def test_world_landmarks_change_the_estimate_per_person_and_nan_means_none():
+    torch.manual_seed(1)
+    net = Regressor(RegressorConfig(world_landmarks=True, encoder_hidden=32, encoder_blocks=1, head_hidden=64)).eval()
+    torch.nn.init.normal_(net.encoder.world_inp.weight, std=0.1)  # as if trained
+    kp, K = _inputs(B=4, seed=6)
+    w = _world_inputs()
+    with torch.no_grad():
+        with_w, without = net(kp, K, world=w), net(kp, K)
+        nan = w.clone()
+        nan[1] = float("nan")
+        part = net(kp, K, world=nan)
+    assert not torch.allclose(with_w.rotmat, without.rotmat, atol=1e-4)
+    assert torch.allclose(part.rotmat[:, 1], without.rotmat[:, 1], atol=1e-6)  # NaN row: no landmarks
+    assert torch.allclose(part.rotmat[:, [0, 2, 3]], with_w.rotmat[:, [0, 2, 3]], atol=1e-6)  # the others keep theirs
+    # the branch reads the body relative to its hips: moving all points together changes nothing
+    with torch.no_grad():
+        assert torch.allclose(net(kp, K, world=w + torch.tensor([0.3, -0.2, 0.5])).rotmat, with_w.rotmat, atol=1e-5)
+    with pytest.raises(ValueError, match="world landmarks must be"):
+        net(kp, K, world=torch.zeros(4, 33, 3))
+    with pytest.raises(ValueError, match="keypoint encoder"):
+        RegressorConfig(world_landmarks=True, encoder="image")

@@ -128,3 +128,31 @@ def test_extra_poses_join_the_motion_as_a_clip(open_model):
     assert extra.batch(0, 64).pose.shape == (64, 24, 3)
     val = SampleGenerator(open_model, split="val", extra_poses=cam)
     assert "extra_poses" not in val.clips
+
+
+def test_world_landmark_samples_and_starting_from_a_2d_network(open_model, tmp_path):
+    """Samples carry simulated world landmarks for p_world of the people (NaN rows for the rest), near the
+    bodies' exact points; a run with the branch starts from a 2D-only network's weights."""
+    from fitlib.body.layouts import get_layout
+    from fitlib.datasets.synthetic import look_at_person
+    from fitlib.body.layouts import WORLD_POINTS
+
+    gen = SampleGenerator(open_model, DataConfig(p_world=0.5, world_sigma=(0.02, 0.02)), seed=2)
+    b = gen.batch(0, 400)
+    has = torch.isfinite(b.world).all(-1).all(-1)
+    assert b.world.shape == (400, len(WORLD_POINTS), 3) and 0.4 < has.float().mean() < 0.6
+    assert torch.equal(gen.batch(0, 400).world.nan_to_num(), b.world.nan_to_num())  # seeded
+    pts = open_model(b.pose, b.betas, b.transl, layout="mediapipe33").keypoints.double().numpy()
+    pts = pts[:, [get_layout("mediapipe33").index(n) for n in WORLD_POINTS]]
+    hips = pts[:, [WORLD_POINTS.index("left_hip"), WORLD_POINTS.index("right_hip")]].mean(1)
+    err = np.linalg.norm(b.world.double().numpy() - look_at_person(pts, hips), axis=-1)[has.numpy()]
+    assert 0.02 < np.median(err) < 0.12  # per-point noise, scale and depth errors, a few inverted limbs
+    assert SampleGenerator(open_model, seed=2).batch(0, 4).world is None  # p_world 0: none at all
+
+    train(TINY, tmp_path / "flat", open_model, progress=False)
+    world_cfg = {**TINY, "model": {**TINY["model"], "world_landmarks": True}, "data": {"p_world": 0.75}}
+    res = train(world_cfg, tmp_path / "world", open_model, progress=False, init_weights=tmp_path / "flat" / "regressor.pt")
+    assert res["step"] == 6
+    other = {**TINY, "model": {**TINY["model"], "world_landmarks": True, "head_hidden": 16}}
+    with pytest.raises(ValueError, match="does not match"):
+        train(other, tmp_path / "bad", open_model, progress=False, init_weights=tmp_path / "flat" / "regressor.pt")
