@@ -36,9 +36,11 @@ def _fitter(model: tuple, config_json: str, device: str) -> Fitter:
     return Fitter(shared_body_model(model[0], device), FitConfig.model_validate_json(config_json))
 
 
-def _as_people(keypoints: Any, layout: str) -> tuple[np.ndarray, str, np.ndarray | None, np.ndarray | None]:
-    """Keypoints [P, J, 3] (float64), their layout name, and the person boxes [P, 4] (x1, y1, x2, y2 px) and
-    scores [P] of inputs that carry them, from: an array or tensor in ``layout`` (boxes and scores None), a
+def _as_people(keypoints: Any, layout: str) -> tuple[np.ndarray, str, np.ndarray | None, np.ndarray | None,
+                                                   np.ndarray | None]:
+    """Keypoints [P, J, 3] (float64), their layout name, the person boxes [P, 4] (x1, y1, x2, y2 px) and
+    scores [P] of inputs that carry them, and BlazePose world landmarks [P, 33, 3] (m) where they come with
+    the keypoints (:attr:`Keypoints.world`, else None), from: an array or tensor in ``layout`` (boxes and scores None), a
     :class:`Keypoints`, OpenPose / COCO annotation JSON (a path or the parsed dict,
     :func:`fitlib.interop.foreign_keypoints`), or mmpose output."""
     if isinstance(keypoints, (str, dict)) or hasattr(keypoints, "__fspath__"):
@@ -61,10 +63,11 @@ def _as_people(keypoints: Any, layout: str) -> tuple[np.ndarray, str, np.ndarray
             if arr.shape[1:] != (n, 3):
                 raise ValueError(f"keypoints for layout {layout!r} must have shape [P, {n}, 3] (x, y, confidence), "
                                  f"got {arr.shape}")
-            return arr, layout, None, None
+            return arr, layout, None, None, None
         keypoints = keypoints_from_mmpose(keypoints)
     return (np.asarray(keypoints.keypoints, dtype=np.float64), keypoints.layout,
-            np.asarray(keypoints.boxes, dtype=np.float64), np.asarray(keypoints.scores, dtype=np.float64))
+            np.asarray(keypoints.boxes, dtype=np.float64), np.asarray(keypoints.scores, dtype=np.float64),
+            keypoints.world)
 
 
 def _as_init(init: Any, P: int) -> list[SMPLParams | None] | None:
@@ -144,9 +147,9 @@ def fit_batch(images: list, keypoints: list | None = None, *, layout: str = "coc
     for img_in, kp_in, K_in, init_in in zip(images, keypoints, K, init):
         img = load_image(img_in)
         h, w = img.shape[:2]
-        kps, lay, boxes, scores = _as_people(detect(img) if kp_in is None else kp_in, layout)
+        kps, lay, boxes, scores, world = _as_people(detect(img) if kp_in is None else kp_in, layout)
         items.append({"kps": kps, "layout": lay, "K": _as_K(K_in, h, w), "size": (h, w),
-                      "init": _as_init(init_in, len(kps)), "boxes": boxes, "scores": scores,
+                      "init": _as_init(init_in, len(kps)), "boxes": boxes, "scores": scores, "world": world,
                       "image": img if regressor is not None else None})
     if regressor is not None:
         _regressed_inits(items, regressor, model, device)
@@ -167,7 +170,8 @@ def fit_batch(images: list, keypoints: list | None = None, *, layout: str = "coc
         Ks = torch.cat([it["K"].expand(c, 3, 3) for it, c in zip(group, counts)]).to(dev, dtype)
         sizes = torch.tensor([it["size"] for it, c in zip(group, counts) for _ in range(c)], dtype=dtype, device=dev)
         inits = [person for it, c in zip(group, counts) for person in (it["init"] or [None] * c)]
-        out = fitter.fit(kp, Ks, lay, None if all(v is None for v in inits) else inits, image_size=sizes)
+        out = fitter.fit(kp, Ks, lay, None if all(v is None for v in inits) else inits, image_size=sizes,
+                         world=_group_world(group))
         np_ = lambda t: t.detach().cpu().numpy()  # noqa: E731
         pose = np_(out.params.pose).reshape(P, 72).astype(np.float64)
         start = 0
@@ -243,7 +247,15 @@ def _predict_group(reg, group: list[dict], lay: str):
     kp = np.concatenate([it["kps"] for it in group])
     Ks = torch.cat([it["K"].expand(c, 3, 3) for it, c in zip(group, counts)])
     images = [it["image"] for it, c in zip(group, counts) for _ in range(c)] if reg.needs_images else None
-    return reg.predict(kp, Ks, lay, images=images)
+    return reg.predict(kp, Ks, lay, images=images, world=_group_world(group))
+
+
+def _group_world(group: list[dict]) -> np.ndarray | None:
+    """[P, 33, 3] the world landmarks of the people of ``group`` (NaN rows for those without), or None."""
+    if all(it["world"] is None for it in group):
+        return None
+    return np.concatenate([it["world"] if it["world"] is not None else np.full((len(it["kps"]), 33, 3), np.nan)
+                           for it in group])
 
 
 def _regressed_inits(items: list[dict], checkpoint, model, device) -> None:
@@ -280,9 +292,9 @@ def regress_batch(images: list, keypoints: list | None = None, *, layout: str = 
     for img_in, kp_in, K_in in zip(images, keypoints, K):
         img = load_image(img_in)
         h, w = img.shape[:2]
-        kps, lay, boxes, scores = _as_people(detect(img) if kp_in is None else kp_in, layout)
+        kps, lay, boxes, scores, world = _as_people(detect(img) if kp_in is None else kp_in, layout)
         items.append({"kps": kps, "layout": lay, "K": _as_K(K_in, h, w), "size": (h, w), "boxes": boxes,
-                      "scores": scores, "image": img if reg.needs_images else None})
+                      "scores": scores, "world": world, "image": img if reg.needs_images else None})
     results: list[FitResult | None] = [None] * n
     np_ = lambda t: t.detach().cpu().numpy().astype(np.float64)  # noqa: E731
     for lay in dict.fromkeys(it["layout"] for it in items):

@@ -10,19 +10,25 @@ A method maps N people's 2D keypoints (COCO-17) and intrinsics to camera-frame S
 * ``gt``: the ground truth re-expressed in the camera frame (a sanity check: 0 mm on the
   synthetic set, the neutral-vs-gendered model gap on real 3DPW);
 * ``noisy_gt``, ``noisy_gt_strong``: the ground truth with seeded errors, stand-ins for a regressor;
+* ``regressor``: the shipped keypoint regressor alone; ``regressor@checkpoint=PATH@world=SIGMA@world_flip=P``:
+  another regressor file; simulated BlazePose world landmarks (from the ground truth, as the detector-like 2D
+  are) for a network with the world-landmark branch and for the fit started from it (``regressor@world=...+default``);
 * ``INIT+CONFIG`` (e.g. ``noisy_gt+default``): the fit started from method INIT's estimate, as
   ``fitlib.fit(..., init=...)`` refines a regressor's.
 """
 from __future__ import annotations
 
 import functools
+import zlib
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import roma
 import torch
 import yaml
 
+from fitlib.body.layouts import get_layout
 from fitlib.body.model import BodyModel
 from fitlib.fitting import FitConfig, Fitter, load_config
 from fitlib.params import SMPLParams
@@ -47,6 +53,7 @@ class Prediction:
 
     params: SMPLParams
     fitted: torch.Tensor | None = None  # [N] bool
+    world: np.ndarray | None = None  # [N, 33, 3] the world landmarks it was given (a fit started from it reads them too)
 
 
 Method = Callable[[BodyModel, MethodInput], Prediction]
@@ -64,8 +71,9 @@ def fitter_method(config: str | FitConfig, init: Method | None = None) -> Method
         if id(model) not in fitters:
             fitters[id(model)] = Fitter(model, cfg)
         fitter = fitters[id(model)]
-        start = None if init is None else init(model, inp).params
-        out = fitter.fit(inp.keypoints, inp.K, LAYOUT, init=start, image_size=inp.image_size)
+        start = None if init is None else init(model, inp)
+        out = fitter.fit(inp.keypoints, inp.K, LAYOUT, init=None if start is None else start.params,
+                         image_size=inp.image_size, world=None if start is None else start.world)
         return Prediction(out.params, out.fitted)
 
     run.config = cfg  # type: ignore[attr-defined]
@@ -92,9 +100,35 @@ def perturbed_oracle_method(model: BodyModel, inp: MethodInput, pose_sigma: floa
     return Prediction(SMPLParams(orient, body_pose, gt.betas + 0.5 * noise(n, 10), transl))
 
 
-def regressor_method(checkpoint: str | None = None) -> Method:
+def simulated_world_landmarks(model: BodyModel, inp: MethodInput, sigma: float, limb_flip: float | None = None) -> np.ndarray:
+    """[N, 33, 3] BlazePose-like world landmarks (m) of the ground-truth bodies, as a detector giving them would
+    (:func:`fitlib.datasets.synthetic.simulate_world_landmarks`, :class:`~fitlib.datasets.synthetic.WorldNoise`
+    with per-point error ``sigma`` m, limbs inverted in depth with probability ``limb_flip`` (None: the default),
+    its other errors at their defaults), seeded by the inputs' keypoints (the same frame gets the same landmarks
+    in every method and run). The mouth corners, which the open model does not define, are NaN (nothing reads
+    them)."""
+    from fitlib.datasets.synthetic import WorldNoise, simulate_world_landmarks
+
+    gt = inp.gt
+    with torch.no_grad():
+        out = model(gt.pose.reshape(-1, 24, 3).to(model.joint_template), gt.betas.to(model.joint_template),
+                    gt.transl.to(model.joint_template), layout="mediapipe33")
+    pts = out.keypoints.double().cpu().numpy()
+    names = get_layout("mediapipe33").names
+    rng = np.random.default_rng(zlib.crc32(np.ascontiguousarray(inp.keypoints.double().cpu().numpy()).tobytes()))
+    noise = WorldNoise(sigma=sigma) if limb_flip is None else WorldNoise(sigma=sigma, limb_flip=limb_flip)
+    world = simulate_world_landmarks(pts, names, rng, noise)
+    world[:, ~out.keypoint_mask.cpu().numpy()] = np.nan
+    return world
+
+
+def regressor_method(checkpoint: str | None = None, world: float | None = None,
+                     world_flip: float | None = None) -> Method:
     """The keypoint regressor alone (:mod:`fitlib.regression`; default: the shipped weights), its selected
-    hypothesis (lowest 2D error); people with too few usable points are reported as not fitted."""
+    hypothesis (lowest 2D error); people with too few usable points are reported as not fitted. ``world``:
+    simulated BlazePose world landmarks with this per-point error (m) and ``world_flip`` limb inversions
+    (:func:`simulated_world_landmarks`; None: no landmarks, as from a detector without them), read by a network
+    with the world-landmark branch and passed on to a fit started from this method (``regressor@world=...+CONFIG``)."""
     from fitlib.regression.predict import KeypointRegressor
     from fitlib.regression.checkpoint import load_regressor
 
@@ -104,8 +138,9 @@ def regressor_method(checkpoint: str | None = None) -> Method:
     def run(model: BodyModel, inp: MethodInput) -> Prediction:
         if id(model) not in runners:
             runners[id(model)] = KeypointRegressor(net, model, header)
-        pred = runners[id(model)].predict(inp.keypoints, inp.K, LAYOUT)
-        return Prediction(pred.params, pred.fitted)
+        w = None if world is None else simulated_world_landmarks(model, inp, world, world_flip)
+        pred = runners[id(model)].predict(inp.keypoints, inp.K, LAYOUT, world=w)
+        return Prediction(pred.params, pred.fitted, w)
 
     return run
 
@@ -126,7 +161,8 @@ ORACLES = ("gt", "noisy_gt", "noisy_gt_strong")
 
 
 def method_factory(name: str) -> Callable[[], Method]:
-    """A method by name: a key of :data:`METHODS`, or ``regressor@checkpoint=PATH``; or a fitting config (a shipped config's name such as
+    """A method by name: a key of :data:`METHODS`, or ``regressor@checkpoint=PATH@world=SIGMA@world_flip=P``
+    (another regressor file; simulated world landmarks, :func:`simulated_world_landmarks`); or a fitting config (a shipped config's name such as
     ``precise``, or a path to a ``.yaml``) with optional overrides, ``CONFIG@key=value@...`` (settings,
     e.g. ``default@pose_prior=none@pose_starts=0``, nested ones such as ``default@refine.weights.init_pull=30``
     or ``default@refine=null`` (the stages from an estimate), or a loss weight in every stage that has it,
@@ -137,11 +173,14 @@ def method_factory(name: str) -> Callable[[], Method]:
     init_name, plus, spec = name.rpartition("+")
     init = method_factory(init_name) if plus else None
     base, *overrides = spec.split("@")
-    if base == "regressor" and not plus:  # regressor@checkpoint=PATH: another regressor file
-        key, _, value = (overrides[0] if len(overrides) == 1 else "").partition("=")
-        if key != "checkpoint" or not value:
-            raise ValueError(f"method {name!r}: the regressor takes one override, checkpoint=PATH")
-        return lambda: regressor_method(value)
+    if base == "regressor" and not plus:  # regressor@checkpoint=PATH@world=SIGMA@world_flip=P
+        settings = dict(item.partition("=")[::2] for item in overrides)
+        if len(settings) != len(overrides) or set(settings) - {"checkpoint", "world", "world_flip"} or \
+                not all(settings.values()) or ("world_flip" in settings and "world" not in settings):
+            raise ValueError(f"method {name!r}: the regressor takes checkpoint=PATH, world=SIGMA (m) and "
+                             f"world_flip=P (with world) overrides")
+        sigma, flip = (float(settings[k]) if k in settings else None for k in ("world", "world_flip"))
+        return lambda: regressor_method(settings.get("checkpoint"), sigma, flip)
     try:
         config = load_config(base)
     except (ValueError, FileNotFoundError):

@@ -78,10 +78,11 @@ class Refine(_Settings):
     Levenberg-Marquardt solve from the estimate instead of the stages. Stopping: an accepted step that lowers
     the loss by less than ``ftol`` (relative), a step shorter than ``xtol``, or ``max_iterations``."""
 
-    weights: dict[Literal["data", "pose_prior", "angle", "shape", "init_pull", "init_shape"], NonNegative]
+    weights: dict[Literal["data", "pose_prior", "angle", "shape", "init_pull", "init_shape", "world"], NonNegative]
     max_iterations: StrictInt = Field(10, ge=1)
     screen_iterations: StrictInt = Field(2, ge=1)  # with a turned start too: iterations before each keeps its best
     robust_sigma: Positive | None = None  # Geman-McClure scale (canonical px; None: the config's robust_sigma)
+    world_sigma: Positive = 0.1  # Geman-McClure scale (m) of the world-landmark term (weight "world")
     ftol: NonNegative = 1e-4
     xtol: NonNegative = 1e-6
     damping: Positive = 1e-3

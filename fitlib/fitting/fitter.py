@@ -27,13 +27,14 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import roma
 import torch
 
 from fitlib import losses
-from fitlib.body.layouts import KeypointLayout, get_layout
+from fitlib.body.layouts import WORLD_POINTS, KeypointLayout, get_layout
 from fitlib.body.model import BodyModel, load_body_model
-from fitlib.camera import project
+from fitlib.camera import project, ray_rotation
 from fitlib.fitting.config import FitConfig, Stage, load_config
 from fitlib.fitting.lm import LMSettings
 from fitlib.fitting.optimizers import runner
@@ -211,7 +212,7 @@ class Fitter:
 
     def fit(self, keypoints: torch.Tensor, K: torch.Tensor, layout: str | KeypointLayout = "coco17",
             init: SMPLParams | dict | list | None = None,
-            image_size: tuple[int, int] | torch.Tensor | None = None) -> FitOutput:
+            image_size: tuple[int, int] | torch.Tensor | None = None, world=None) -> FitOutput:
         """Fit SMPL to the 2D keypoints of P people.
 
         Args:
@@ -228,6 +229,9 @@ class Fitter:
                 (``start: regressor``, the default config) or from the multistart stages.
             image_size: (height, width) in pixels, or [P, 2] per person (people from several
                 images fit in one batch); keypoints far outside their image are ignored.
+            world: [P, 33, 3] BlazePose world landmarks (m, ``mediapipe33`` order, :attr:`fitlib.Keypoints.world`;
+                NaN rows: none), read by a regressor with the world-landmark branch (``start: regressor``) and by
+                the refine path's 3D term (``refine.weights.world``; the stages do not use them).
         Returns:
             :class:`FitOutput`; people without enough keypoints are flagged ``fitted=False``.
         """
@@ -236,17 +240,28 @@ class Fitter:
         P = keypoints.shape[0]
         if isinstance(init, (list, tuple)) and len(init) != P:
             raise ValueError(f"init is a list of {len(init)} per-person values for {P} people")
+        world = self._check_world(world, P)
         if self.regressor is not None and (init is None or isinstance(init, (list, tuple))):
-            init = self._regressed(keypoints, K, layout, None if init is None else list(init))
+            init = self._regressed(keypoints, K, layout, None if init is None else list(init), world)
         if isinstance(init, (list, tuple)):
-            return self._fit_mixed(keypoints, K, layout, list(init), image_size)
+            return self._fit_mixed(keypoints, K, layout, list(init), image_size, world)
         return self._fit_one(keypoints, K, layout, as_params({} if init is None else init, P, self.dtype, self.device),
-                             image_size)
+                             image_size, world)
+
+    def _check_world(self, world, P: int) -> torch.Tensor | None:
+        """[P, 33, 3] world landmarks on the fitter's device and dtype (NaN rows: none), or None."""
+        if world is None:
+            return None
+        w = torch.as_tensor(np.asarray(world.detach().cpu() if isinstance(world, torch.Tensor) else world,
+                                       dtype=np.float64), dtype=self.dtype, device=self.device)
+        if w.shape != (P, 33, 3):
+            raise ValueError(f"world landmarks must be [{P}, 33, 3] (mediapipe33 order, metres), got {tuple(w.shape)}")
+        return w
 
     def _fit_multistart(self, keypoints, K, layout: KeypointLayout, image_size) -> FitOutput:
         return self._fit_one(keypoints, K, layout, SMPLParams(), image_size)
 
-    def _fit_one(self, keypoints, K, layout: KeypointLayout, init: SMPLParams, image_size) -> FitOutput:
+    def _fit_one(self, keypoints, K, layout: KeypointLayout, init: SMPLParams, image_size, world=None) -> FitOutput:
         """One batch whose people all give the same fields of ``init`` (checked inputs)."""
         P = keypoints.shape[0]
         xy, usable, targets, start = self._prepare(keypoints, K, layout, image_size, init)
@@ -259,10 +274,13 @@ class Fitter:
         iterations = torch.zeros(P, dtype=torch.long, device=self.device)
         idx = torch.nonzero(fitted).flatten()
         if idx.numel():
-            run = self._refine if init.body_pose is not None and self.config.refine is not None else self._run_stages
-            p, l, c, n = run(start.index(idx), targets.index(idx), xy[idx], usable[idx], layout,
-                             init.body_pose is not None, free_heading=init.global_orient is None,
-                             betas_given=init.betas is not None)
+            if init.body_pose is not None and self.config.refine is not None:
+                p, l, c, n = self._refine(start.index(idx), targets.index(idx), xy[idx], usable[idx], layout,
+                                          free_heading=init.global_orient is None, betas_given=init.betas is not None,
+                                          world=None if world is None else world[idx])
+            else:
+                p, l, c, n = self._run_stages(start.index(idx), targets.index(idx), xy[idx], usable[idx], layout,
+                                              init.body_pose is not None, free_heading=init.global_orient is None)
             for k in SMPLParams.FIELDS:
                 getattr(params, k)[idx] = getattr(p, k).detach()
             loss[idx], converged[idx], iterations[idx] = l, c, n
@@ -272,7 +290,7 @@ class Fitter:
         fitted &= params.betas.abs().amax(-1) <= MAX_ABS_BETA  # no human body
         return self._output(params, loss, converged, fitted, iterations, spread, xy, usable, K, layout)
 
-    def _regressed(self, keypoints, K, layout: KeypointLayout, inits: list | None) -> list | None:
+    def _regressed(self, keypoints, K, layout: KeypointLayout, inits: list | None, world=None) -> list | None:
         """Per-person inits with the regressor's estimates where the caller gave none (``start: regressor``);
         people the regressor cannot read (too few points, a layout without its points) keep None and are
         fitted from the multistart path."""
@@ -288,14 +306,14 @@ class Fitter:
         except ValueError:
             return inits
         rows = torch.tensor(todo, device=self.device)
-        pred = self.regressor.predict(keypoints[rows], K[rows], layout.name)
+        pred = self.regressor.predict(keypoints[rows], K[rows], layout.name, world=None if world is None else world[rows])
         est = pred.params.to(self.device, self.dtype)
         for j, i in enumerate(todo):
             if bool(pred.fitted[j]) and bool(est.transl[j, 2] > 0):
                 inits[i] = est.index(slice(j, j + 1))
         return inits
 
-    def _fit_mixed(self, keypoints, K, layout: KeypointLayout, inits: list, image_size) -> FitOutput:
+    def _fit_mixed(self, keypoints, K, layout: KeypointLayout, inits: list, image_size, world=None) -> FitOutput:
         """A per-person list of inits: the people whose inits give the same fields are fitted together
         (people are independent problems, so the grouping changes no result), the outputs merged."""
         P = keypoints.shape[0]
@@ -306,7 +324,8 @@ class Fitter:
             rows = torch.tensor([i for i, k in enumerate(kinds) if k == kind], device=self.device)
             size = None if image_size is None else image_size[rows]
             if kind:
-                out = self.fit(keypoints[rows], K[rows], layout, SMPLParams.cat([records[i] for i in rows.tolist()]), size)
+                out = self.fit(keypoints[rows], K[rows], layout, SMPLParams.cat([records[i] for i in rows.tolist()]), size,
+                               world=None if world is None else world[rows])
             else:  # the fitter's own starts for these (the multistart path, also with start: regressor)
                 out = self._fit_multistart(keypoints[rows], K[rows], layout, size)
             parts.append((rows, out))
@@ -376,19 +395,27 @@ class Fitter:
         return xy, usable, targets, start
 
     def _refine(self, params: SMPLParams, targets: Targets, xy, usable, layout: KeypointLayout,
-                init_pose_given: bool, free_heading: bool, betas_given: bool):
+                free_heading: bool, betas_given: bool, world: torch.Tensor | None = None):
         """The refine path (:mod:`fitlib.fitting.refine`) from each person's estimate, also from the turned
         body where front and back are ambiguous (or from the config's headings without an orientation);
-        each person keeps the start of lowest final loss. Returns (params, loss, converged, iterations)."""
+        each person keeps the start of lowest final loss. ``world`` [P, 33, 3]: world landmarks for the 3D term.
+        Returns (params, loss, converged, iterations)."""
         cfg = self.config
         owner, starts = heading_starts(params, xy, usable, cfg, layout, free_heading)
+        world19 = frame = None
+        if world is not None and cfg.refine.weights.get("world", 0) > 0:
+            names = get_layout("mediapipe33").names
+            world19 = world[:, [names.index(n) for n in WORLD_POINTS]]
+            with torch.no_grad():  # the frame the landmarks are in: the camera turned to the start's hips
+                pts = self.model(params.pose, params.betas, params.transl, layout="world19", validate=False).keypoints
+            frame = ray_rotation(pts[:, [WORLD_POINTS.index("left_hip"), WORLD_POINTS.index("right_hip")]].mean(1))
         rt = RefineTargets(targets.xy, targets.weights, targets.K, targets.scale, targets.body_pose0,
-                           params.betas.clone()).index(owner)
+                           params.betas.clone(), world19, frame).index(owner)
         weights = dict(cfg.refine.weights)
         if not betas_given:  # the pull is towards a caller's estimate, not towards the fitter's own mean shape
             weights.pop("init_shape", None)
         sigma = cfg.refine.robust_sigma or cfg.robust_sigma
-        objective = RefineObjective(self.model, layout, weights, sigma, self.priors, rt)
+        objective = RefineObjective(self.model, layout, weights, sigma, self.priors, rt, cfg.refine.world_sigma)
         settings = LMSettings(max_iterations=cfg.refine.max_iterations, damping=cfg.refine.damping,
                               ftol=cfg.refine.ftol, xtol=cfg.refine.xtol)
         x = pack(starts)
@@ -397,13 +424,14 @@ class Fitter:
             screen = refine(objective, x, dataclasses.replace(settings, max_iterations=cfg.refine.screen_iterations))
             iters.index_add_(0, owner, screen.iterations)
             pick = best_per_owner(screen.loss, owner)
-            objective = RefineObjective(self.model, layout, weights, sigma, self.priors, rt.index(pick))
+            objective = RefineObjective(self.model, layout, weights, sigma, self.priors, rt.index(pick),
+                                        cfg.refine.world_sigma)
             x = screen.x[pick]
         res = refine(objective, x, settings)
         return unpack(res.x).clone(), res.loss, res.converged, iters + res.iterations
 
     def _run_stages(self, params: SMPLParams, targets: Targets, xy, usable, layout: KeypointLayout,
-                    init_pose_given: bool, free_heading: bool = True, betas_given: bool = False):
+                    init_pose_given: bool, free_heading: bool = True):
         """Every stage of the config over the fitted people; returns (params, loss, converged, iterations)."""
         cfg = self.config
         total_iters = torch.zeros(len(params), dtype=torch.long, device=self.device)

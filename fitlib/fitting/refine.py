@@ -20,7 +20,12 @@ The objective per person is ``sum(r ** 2)`` over the residuals
 * angle: ``sqrt(W_angle)`` times the elbow / knee hyper-extension over its scale;
 * shape: ``sqrt(W_shape / 2) betas`` (``W_shape`` times :func:`fitlib.body.priors.shape_prior`);
 * init pull: ``sqrt(W_pull) (body_pose - body_pose_init)`` and ``sqrt(W_init_shape) (betas - betas_init)``
-  (the estimate as a prior centred on itself: no pull at the start, so an exact start stays exact).
+  (the estimate as a prior centred on itself: no pull at the start, so an exact start stays exact);
+* world landmarks (people whose detector gave BlazePose's 3D world landmarks, ``W_world > 0``): for each of the
+  :data:`~fitlib.body.layouts.WORLD_POINTS`, the model's point relative to its hips' midpoint, in the camera turned
+  to look at the person (:func:`fitlib.camera.ray_rotation`, fixed at the start), minus the landmark (m):
+  ``r = e * s * sqrt(W_world / (s² + |e|²))``, Geman-McClure with scale ``s`` = ``world_sigma`` m (an arm or leg
+  whose depth the landmark network inverted is an outlier, not a pull).
 
 Jacobian: in closed form throughout (the body model's keypoint Jacobian, the projection's, the robust
 factor's, the priors'); measured against autograd in ``benchmarks/RESULTS.md``.
@@ -34,7 +39,7 @@ import torch
 
 from fitlib import losses
 from fitlib.body import priors as body_priors
-from fitlib.body.layouts import KeypointLayout
+from fitlib.body.layouts import WORLD_POINTS, KeypointLayout
 from fitlib.body.model import BodyModel
 from fitlib.camera import project
 from fitlib.fitting.lm import LMResult, LMSettings, NormalEquations, levenberg_marquardt
@@ -60,8 +65,10 @@ def unpack(x: torch.Tensor) -> SMPLParams:
 @dataclass
 class RefineTargets:
     """Per-person data of the refine objective (P people): keypoints ``xy`` [P, J, 2] px, data weights
-    ``weights`` [P, J], intrinsics ``K`` [P, 3, 3], canonical ``scale`` [P], and the initial body pose
-    ``body_pose0`` [P, 69] and betas ``betas0`` [P, 10] the pulls are towards."""
+    ``weights`` [P, J], intrinsics ``K`` [P, 3, 3], canonical ``scale`` [P], the initial body pose
+    ``body_pose0`` [P, 69] and betas ``betas0`` [P, 10] the pulls are towards; and optionally BlazePose world
+    landmarks ``world`` [P, 19, 3] (m, :data:`~fitlib.body.layouts.WORLD_POINTS`, NaN rows: none) with the
+    frames ``world_frame`` [P, 3, 3] they are in (:func:`fitlib.camera.ray_rotation` of the start's hips)."""
 
     xy: torch.Tensor
     weights: torch.Tensor
@@ -69,11 +76,15 @@ class RefineTargets:
     scale: torch.Tensor
     body_pose0: torch.Tensor
     betas0: torch.Tensor
+    world: torch.Tensor | None = None
+    world_frame: torch.Tensor | None = None
 
     def index(self, rows) -> "RefineTargets":
         """The people at ``rows``."""
+        w = None if self.world is None else self.world[rows]
+        f = None if self.world_frame is None else self.world_frame[rows]
         return RefineTargets(self.xy[rows], self.weights[rows], self.K[rows], self.scale[rows], self.body_pose0[rows],
-                             self.betas0[rows])
+                             self.betas0[rows], w, f)
 
 
 class RefineObjective:
@@ -82,17 +93,25 @@ class RefineObjective:
     Args:
         model: the body model.
         layout: the keypoints' layout.
-        weights: ``data``, ``pose_prior``, ``angle``, ``shape``, ``init_pull``, ``init_shape`` (missing: 0).
+        weights: ``data``, ``pose_prior``, ``angle``, ``shape``, ``init_pull``, ``init_shape``, ``world`` (missing: 0).
         sigma: Geman-McClure scale (canonical px).
         priors: the fitter's :class:`~fitlib.losses.PriorTerms` (its kind and mixture).
         targets: the people's :class:`RefineTargets`.
+        world_sigma: Geman-McClure scale (m) of the world-landmark term.
     """
 
     def __init__(self, model: BodyModel, layout: KeypointLayout, weights: dict[str, float], sigma: float,
-                 priors: losses.PriorTerms, targets: RefineTargets) -> None:
+                 priors: losses.PriorTerms, targets: RefineTargets, world_sigma: float = 0.1) -> None:
         self.model, self.layout, self.sigma, self.priors, self.t = model, layout, float(sigma), priors, targets
         self.w = {k: float(weights.get(k, 0.0)) for k in ("data", "pose_prior", "angle", "shape", "init_pull",
-                                                           "init_shape")}
+                                                           "init_shape", "world")}
+        self.world_sigma = float(world_sigma)
+        self.uses_world = self.w["world"] > 0 and targets.world is not None
+        if self.uses_world:
+            hips = [WORLD_POINTS.index("left_hip"), WORLD_POINTS.index("right_hip")]
+            has = torch.isfinite(targets.world).all(-1).all(-1)
+            self._world_hips, self._world_has = hips, has.to(targets.xy.dtype)
+            self._world_target = torch.nan_to_num(targets.world.to(targets.xy.dtype))
         dtype, dev = targets.xy.dtype, targets.xy.device
         self.n_data = 2 * targets.xy.shape[1]
         idx, sign = body_priors.angle_prior_terms(dtype, dev)
@@ -119,6 +138,39 @@ class RefineObjective:
         s2 = self.sigma * self.sigma
         factor = torch.sqrt(self.w["data"] * self.t.weights[rows] * s2 / (s2 + e.pow(2).sum(-1)))
         return (e * factor[..., None]).flatten(1)
+
+    def _world_errors(self, kp: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(errors ``e`` [b, W, 3] m of the model's world points ``kp`` [b, W, 3], robust factors [b, W])."""
+        rel = kp - kp[:, self._world_hips].mean(1, keepdim=True)
+        e = rel @ self.t.world_frame[rows] - self._world_target[rows]
+        s2 = self.world_sigma ** 2
+        factor = torch.sqrt(self.w["world"] * s2 / (s2 + e.pow(2).sum(-1))) * self._world_has[rows][:, None]
+        return e, factor
+
+    def world_residuals(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """[b, 3W] robust world-landmark residuals of people ``rows`` at ``x`` [b, 85] (none without landmarks)."""
+        if not self.uses_world:
+            return x.new_zeros(x.shape[0], 0)
+        p = unpack(x)
+        kp = self.model(p.pose, p.betas, p.transl, layout="world19", validate=False).keypoints
+        e, factor = self._world_errors(kp, rows)
+        return (e * factor[..., None]).flatten(1)
+
+    def world_jacobian(self, x: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(world-landmark residuals [b, 3W], their Jacobian [b, 3W, 85]) in closed form: the body model's keypoint
+        Jacobian, minus the hips', turned into the landmarks' frame, times the robust factor's
+        ``f (I - e e^T / (s² + |e|²))``."""
+        if not self.uses_world:
+            return x.new_zeros(x.shape[0], 0), x.new_zeros(x.shape[0], 0, N_PARAMS)
+        p = unpack(x)
+        kp, dkp = self.model.keypoint_jacobian(p.pose, p.betas, p.transl, "world19")  # [b, W, 3], [b, W, 3, 85]
+        e, factor = self._world_errors(kp, rows)
+        drel = dkp - dkp[:, self._world_hips].mean(1, keepdim=True)
+        de = torch.einsum("bia,bjik->bjak", self.t.world_frame[rows], drel)  # d(R^T rel) [b, W, 3, 85]
+        denom = self.world_sigma ** 2 + e.pow(2).sum(-1)
+        eye = torch.eye(3, dtype=x.dtype, device=x.device)
+        dr = factor[..., None, None] * (eye - e[..., :, None] * e[..., None, :] / denom[..., None, None])
+        return (e * factor[..., None]).flatten(1), (dr @ de).flatten(1, 2)
 
     def prior_residuals(self, x: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Prior residuals [b, R] and their Jacobian [b, R, 85], in closed form."""
@@ -171,7 +223,7 @@ class RefineObjective:
 
     def residuals(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """All residuals [b, m] of people ``rows`` at ``x`` [b, 85]."""
-        return torch.cat([self.data_residuals(x, rows), self.prior_residuals(x, rows)[0]], 1)
+        return torch.cat([self.data_residuals(x, rows), self.world_residuals(x, rows), self.prior_residuals(x, rows)[0]], 1)
 
     def data_jacobian(self, x: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(data residuals [b, 2J], their Jacobian [b, 2J, 85]) in closed form: the body model's keypoint
@@ -199,14 +251,18 @@ class RefineObjective:
     def jacobian(self, x: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(residuals [b, m], Jacobian [b, m, 85]), every part in closed form."""
         r_data, j_data = self.data_jacobian(x, rows)
+        r_world, j_world = self.world_jacobian(x, rows)
         r_prior, j_prior = self.prior_residuals(x, rows)
-        return torch.cat([r_data, r_prior], 1), torch.cat([j_data, j_prior], 1)
+        return torch.cat([r_data, r_world, r_prior], 1), torch.cat([j_data, j_world, j_prior], 1)
 
     def normal_equations(self, x: torch.Tensor, rows: torch.Tensor) -> NormalEquations:
         """``loss`` [b], ``A = JᵀJ`` [b, 85, 85] and ``g = Jᵀr`` [b, 85] without forming the priors' rows of
         ``J``: their blocks of ``JᵀJ`` are constant (the mixture's per component, the pulls' and the shape
         prior's identities) or diagonal (angle, limits), added in place. Equal to :meth:`jacobian`'s."""
         r_d, j_d = self.data_jacobian(x, rows)
+        if self.uses_world:
+            r_w, j_w = self.world_jacobian(x, rows)
+            r_d, j_d = torch.cat([r_d, r_w], 1), torch.cat([j_d, j_w], 1)
         jt = j_d.transpose(1, 2)
         A = jt @ j_d
         g = (jt @ r_d[..., None])[..., 0]

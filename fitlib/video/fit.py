@@ -287,7 +287,7 @@ def fit_video(video: str | os.PathLike | Sequence[np.ndarray], keypoints: Sequen
             if k >= len(keypoints):
                 raise ValueError(f"keypoints are given for {len(keypoints)} frames but the video has more decoded "
                                  f"frames (pass keypoints for every decoded frame, after every={every})")
-            kps, lay, *people = _as_people(keypoints[k], layout)
+            kps, lay, *people, _ = _as_people(keypoints[k], layout)  # boxes, scores (world landmarks unused)
             detections.append(None)
         boxes = None  # tracked on boxes around the keypoints: BlazePose's own boxes are its looser crops
         P = len(kps)
