@@ -172,19 +172,23 @@ class RefineObjective:
         dr = factor[..., None, None] * (eye - e[..., :, None] * e[..., None, :] / denom[..., None, None])
         return (e * factor[..., None]).flatten(1), (dr @ de).flatten(1, 2)
 
-    def prior_residuals(self, x: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prior residuals [b, R] and their Jacobian [b, R, 85], in closed form."""
+    def prior_residuals(self, x: torch.Tensor, rows: torch.Tensor,
+                        with_jacobian: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Prior residuals [b, R] and their Jacobian [b, R, 85], in closed form (None without ``with_jacobian``:
+        a trial step needs the residuals only)."""
         b, dtype, dev = x.shape[0], x.dtype, x.device
         bp, betas = x[:, _BODY], x[:, _BETAS]
         res, jac = [], []
 
         def add(r: torch.Tensor, j_body: torch.Tensor | None = None, j_betas: torch.Tensor | None = None) -> None:
+            res.append(r)
+            if not with_jacobian:
+                return
             J = torch.zeros(b, r.shape[1], N_PARAMS, dtype=dtype, device=dev)
             if j_body is not None:
                 J[:, :, _BODY] = j_body
             if j_betas is not None:
                 J[:, :, _BETAS] = j_betas
-            res.append(r)
             jac.append(J)
 
         wp = self.w["pose_prior"]
@@ -218,12 +222,13 @@ class RefineObjective:
             c = math.sqrt(wb)
             add(c * (betas - self.t.betas0[rows]), None, c * torch.eye(10, dtype=dtype, device=dev).expand(b, -1, -1))
         if not res:
-            return x.new_zeros(b, 0), x.new_zeros(b, 0, N_PARAMS)
-        return torch.cat(res, 1), torch.cat(jac, 1)
+            return x.new_zeros(b, 0), x.new_zeros(b, 0, N_PARAMS) if with_jacobian else None
+        return torch.cat(res, 1), torch.cat(jac, 1) if with_jacobian else None
 
     def residuals(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """All residuals [b, m] of people ``rows`` at ``x`` [b, 85]."""
-        return torch.cat([self.data_residuals(x, rows), self.world_residuals(x, rows), self.prior_residuals(x, rows)[0]], 1)
+        return torch.cat([self.data_residuals(x, rows), self.world_residuals(x, rows),
+                          self.prior_residuals(x, rows, with_jacobian=False)[0]], 1)
 
     def data_jacobian(self, x: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(data residuals [b, 2J], their Jacobian [b, 2J, 85]) in closed form: the body model's keypoint
