@@ -2,7 +2,7 @@
 runs on here: held-out real mocap driving the open model, seen by a hand-held phone camera, with
 detector-like 2D corruption.
 
-Usage:  python benchmarks/make_synthetic.py --out DIR [--sequences 4] [--frames 40] [--seed 0]
+Usage:  python benchmarks/make_synthetic.py --out DIR [--sequences 4] [--frames 40] [--seed 0] [--clean]
 """
 from __future__ import annotations
 
@@ -22,11 +22,12 @@ def main(argv: list[str] | None = None) -> list[Path]:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--split", default="test")
     ap.add_argument("--noise", type=float, default=Corruption.noise)
+    ap.add_argument("--clean", action="store_true", help="exact projections: no noise, swaps, drops or poor points")
     ap.add_argument("--clips", help="comma-separated training clips to use instead of the held-out ones (2D-only "
                                     "data for training in the loop; never a test set)")
     args = ap.parse_args(argv)
     paths = make_synthetic(args.out, args.sequences, args.frames, args.seed, args.split, args.max_people, args.fps,
-                           Corruption(noise=args.noise), args.clips.split(",") if args.clips else None)
+                           Corruption(0.0, 0.0, 0.0, 0.0) if args.clean else Corruption(noise=args.noise), args.clips.split(",") if args.clips else None)
     for p in paths:
         print(p)
     return paths

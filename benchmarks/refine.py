@@ -4,8 +4,13 @@ Reads a synthetic 3DPW-format set (``benchmarks/make_synthetic.py``; for batches
 ``--sequences 40 --frames 20`` gives 60 tracks) and compares, side by side in one run (the variants
 alternate frame by frame; the machine is shared and noisy):
 
-* ``scratch``: the from-scratch default (``configs/default.yaml``: 4 headings x 13 pose starts, Adam
-  stages) on every frame, all tracks of a frame in one batch;
+* ``scratch``: the from-scratch default (``configs/default.yaml``: the keypoint regressor's estimate, refined)
+  on every frame, all tracks of a frame in one batch;
+* ``multistart``: ``configs/multistart.yaml`` (4 headings x 13 pose starts, Adam stages, the default before
+  the regressor) on every frame;
+* ``world``: the default given BlazePose-like world landmarks (simulated from the ground truth with
+  ``--world-sigma`` m of error, :func:`fitlib.evaluation.methods.simulated_world_landmarks`) for the regressor
+  (``--world-regressor``, one with the world-landmark branch) and the refine's 3D term (``--world-weight``);
 * ``warm``: frame 0 from scratch, then every frame t of every track refined from that track's fit of
   frame t-1 (``init=`` the previous result: the refine path, chained as a video tracker would);
 * ``noisy_gt`` / ``noisy_gt_strong``: the refine path from the stand-in regressors of
@@ -17,7 +22,8 @@ Per variant: PA-MPJPE-14 and MPJPE-14 (mm), reprojection error against its input
 fit), mean Levenberg-Marquardt iterations and the share of people flagged converged.
 
 Usage:  OMP_WAIT_POLICY=PASSIVE python benchmarks/refine.py --root /tmp/syn_tracks [--config default]
-        [--set refine.weights.init_pull=30 ...]
+        [--set refine.weights.init_pull=30 ...] [--variants scratch multistart world ...]
+        [--world-regressor PATH --world-weight 1500 --world-sigma 0.04]
 """
 from __future__ import annotations
 
@@ -39,7 +45,7 @@ from fitlib.body.model import load_body_model  # noqa: E402
 from fitlib.camera import project  # noqa: E402
 from fitlib.datasets.threedpw import LAYOUT, build_sequence, load_sequence_file  # noqa: E402
 from fitlib.evaluation import metrics  # noqa: E402
-from fitlib.evaluation.methods import MethodInput, perturbed_oracle_method  # noqa: E402
+from fitlib.evaluation.methods import MethodInput, perturbed_oracle_method, simulated_world_landmarks  # noqa: E402
 from fitlib.fitting import Fitter, load_config  # noqa: E402
 from fitlib.params import SMPLParams  # noqa: E402
 
@@ -89,12 +95,21 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--frames", type=int, default=None, help="use only the first N frames")
     ap.add_argument("--variants", nargs="+", default=None, help="a subset of the variants (scratch always runs "
                     "on frame 0, for the warm start)")
+    ap.add_argument("--world-regressor", default=None, help="the world variant's regressor (default: the config's)")
+    ap.add_argument("--world-weight", type=float, default=None, help="the world variant's refine.weights.world "
+                    "(default: the config's)")
+    ap.add_argument("--world-sigma", type=float, default=0.04, help="per-point error (m) of the simulated landmarks")
     args = ap.parse_args(argv)
     model = load_body_model("open")
-    fitter = Fitter(model, _config(args.config, args.set))
+    cfg = _config(args.config, args.set)
+    fitter = Fitter(model, cfg)
+    multistart = Fitter(model, load_config("multistart"))
+    world_sets = ([f"regressor={args.world_regressor}"] if args.world_regressor else []) + \
+        ([f"refine.weights.world={args.world_weight}"] if args.world_weight is not None else [])
+    world_fitter = Fitter(model, _config(args.config, args.set + world_sets)) if world_sets else fitter
     steps = _tracks(Path(args.root), args.split, model)[:args.frames]
     strong = functools.partial(perturbed_oracle_method, pose_sigma=0.07)
-    names = ("scratch", "warm", "noisy_gt", "noisy_gt_strong", "exact")
+    names = ("scratch", "multistart", "world", "warm", "noisy_gt", "noisy_gt_strong", "exact")
     res = {n: {"pa": [], "mpjpe": [], "px": [], "rate": [], "iters": [], "conv": []} for n in names}
     prev = None
     N = len(steps[0]["keypoints"])
@@ -107,6 +122,8 @@ def main(argv: list[str] | None = None) -> dict:
         clean = torch.cat([clean_xy, torch.ones_like(clean_xy[..., :1])], -1)
         runs = {
             "scratch": (kp, None),
+            "multistart": (kp, None),
+            "world": (kp, None),
             "warm": (kp, prev),
             "noisy_gt": (kp, perturbed_oracle_method(model, inp).params),
             "noisy_gt_strong": (kp, strong(model, inp).params),
@@ -118,8 +135,10 @@ def main(argv: list[str] | None = None) -> dict:
                 continue
             if args.variants and name not in args.variants and not (name == "scratch" and t == 0):
                 continue
+            world = simulated_world_landmarks(model, inp, args.world_sigma) if name == "world" else None
             t0 = time.perf_counter()
-            out = fitter.fit(keypoints, K, LAYOUT, init=init, image_size=size)
+            use = {"multistart": multistart, "world": world_fitter}.get(name, fitter)
+            out = use.fit(keypoints, K, LAYOUT, init=init, image_size=size, world=world)
             secs = time.perf_counter() - t0
             if name == "scratch" and t == 0:
                 prev = [out.params.index(slice(i, i + 1)) if bool(out.fitted[i]) else None for i in range(len(kp))]

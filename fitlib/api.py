@@ -103,7 +103,9 @@ def fit(image: str | Path | np.ndarray, keypoints: Any = None, *, layout: str = 
             size, the default intrinsics and overlays.
         keypoints: [P, J, 3] (x px, y px, confidence) in ``layout``, a
             :class:`fitlib.Keypoints`, or mmpose's output (result dicts,
-            ``PoseDataSample``s, saved JSON); None runs the bundled detector.
+            ``PoseDataSample``s, saved JSON); None runs the bundled detector. BlazePose's 3D world
+            landmarks (``Keypoints.world``: the bundled detector's, or a caller's) are read by the
+            regressor and the refine's 3D term; with the other forms the fit uses the 2D alone.
         layout: layout of a plain keypoint array (ignored for the other forms).
         K: [3, 3] intrinsics in pixels; default focal ``sqrt(w² + h²)``, centred.
         init: starting SMPL parameters of the P people, e.g. from a regressor or the previous
@@ -185,7 +187,8 @@ def fit_batch(images: list, keypoints: list | None = None, *, layout: str = "coc
                 joints=np_(out.joints[r]).astype(np.float64),
                 reprojection_error=np_(out.reprojection_error[r]).astype(np.float64),
                 loss=np_(out.loss[r]).astype(np.float64), converged=np_(out.converged[r]), fitted=np_(out.fitted[r]),
-                model=str(model), provenance=dict(provenance), boxes=it["boxes"], scores=it["scores"])
+                model=str(model), provenance={**provenance, "world_landmarks": it["world"] is not None},
+                boxes=it["boxes"], scores=it["scores"])
     return results
 
 

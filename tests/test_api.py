@@ -15,6 +15,7 @@ def test_fit_detects_and_fits_real_photo(data_dir):
     h, w = res.image_size
     assert float(res.reprojection_error[0]) < 0.03 * max(h, w)
     assert res.transl[0, 2] > 0.5  # in front of the camera
+    assert res.provenance["world_landmarks"] is True  # the bundled detector's 3D landmarks were read
 
 
 def test_bus_photo_two_people_in_full_view(data_dir):
@@ -44,6 +45,7 @@ def test_mmpose_dicts_and_init(data_dir):
     a = fitlib.fit(data_dir / "messi5.jpg", mm)
     b = fitlib.fit(data_dir / "messi5.jpg", det.keypoints)
     np.testing.assert_allclose(a.pose, b.pose, atol=1e-5)
+    assert not a.provenance["world_landmarks"] and not b.provenance["world_landmarks"]  # 2D alone
     again = fitlib.fit(data_dir / "messi5.jpg", det.keypoints, init=a)
     # Starting from a fit keeps it (a re-run from a converged fit is not yet guaranteed to improve it).
     assert float(again.reprojection_error[0]) < 2 * float(a.reprojection_error[0])
