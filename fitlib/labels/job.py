@@ -146,7 +146,8 @@ class LabelWorker:
         self.config: LabelConfig = load_label_config(label_config)
         self.prior = load_pose_prior(self.fitter.config.pose_prior_file)
 
-    def _prepare(self, it: Item) -> tuple[np.ndarray, str, np.ndarray, tuple[int, int], np.ndarray | None]:
+    def _prepare(self, it: Item) -> tuple[np.ndarray, str, np.ndarray, tuple[int, int], np.ndarray | None,
+                                          np.ndarray | None]:
         from fitlib.detection import detect
         from fitlib.io.images import load_image
 
@@ -163,15 +164,15 @@ class LabelWorker:
             raise ValueError("no image and no image size")
         if it.keypoints is None:
             found = detect(image)
-            kps, layout = np.asarray(found.keypoints, dtype=np.float64), found.layout
+            kps, layout, world = np.asarray(found.keypoints, dtype=np.float64), found.layout, found.world
         else:
-            kps, layout = np.asarray(it.keypoints, dtype=np.float64), it.layout
+            kps, layout, world = np.asarray(it.keypoints, dtype=np.float64), it.layout, None
             J = len(get_layout(layout))
             if kps.ndim != 3 or kps.shape[1:] != (J, 3):
                 raise ValueError(f"keypoints for layout {layout!r} must have shape [P, {J}, 3], got {kps.shape}")
         K = (default_intrinsics(int(size[0]), int(size[1]), dtype=torch.float64).numpy() if it.K is None
              else np.asarray(it.K, dtype=np.float64))
-        return kps, layout, K, (int(size[0]), int(size[1])), image
+        return kps, layout, K, (int(size[0]), int(size[1])), image, world
 
     def process(self, shard: list[Item]) -> list[ItemOutcome]:
         """Fit every person of a shard's items (one optimiser batch per layout); per item an outcome."""
@@ -183,7 +184,7 @@ class LabelWorker:
                 out.error = it.error
                 continue
             try:
-                kps, layout, K, size, image = self._prepare(it)
+                kps, layout, K, size, image, world = self._prepare(it)
             except (OSError, ValueError) as exc:
                 out.error = str(exc)
                 continue
@@ -192,7 +193,7 @@ class LabelWorker:
                 out.error = f"{len(ids)} person ids for {len(kps)} people"
                 continue
             out.layout, out.K, out.image_size = layout, K, size
-            ready.append((out, kps, ids, image))
+            ready.append((out, kps, ids, image, world))
         for layout in dict.fromkeys(r[0].layout for r in ready if len(r[1])):
             group = [r for r in ready if r[0].layout == layout and len(r[1])]
             self._fit_group(group, layout)
@@ -214,17 +215,20 @@ class LabelWorker:
     def _fit_group(self, group: list, layout: str) -> None:
         fitter = self.fitter
         dt, dev = fitter.dtype, fitter.device
-        kp = torch.as_tensor(np.concatenate([k for _, k, _, _ in group]), dtype=dt, device=dev)
-        Ks = torch.as_tensor(np.concatenate([np.broadcast_to(o.K, (len(k), 3, 3)) for o, k, _, _ in group]), dtype=dt,
+        kp = torch.as_tensor(np.concatenate([k for _, k, _, _, _ in group]), dtype=dt, device=dev)
+        Ks = torch.as_tensor(np.concatenate([np.broadcast_to(o.K, (len(k), 3, 3)) for o, k, _, _, _ in group]), dtype=dt,
                              device=dev)
-        sizes = torch.tensor([o.image_size for o, k, _, _ in group for _ in range(len(k))], dtype=dt, device=dev)
+        sizes = torch.tensor([o.image_size for o, k, _, _, _ in group for _ in range(len(k))], dtype=dt, device=dev)
+        world = None  # BlazePose world landmarks of detected people (NaN rows for the others)
+        if any(w is not None for *_, w in group):
+            world = np.concatenate([w if w is not None else np.full((len(k), 33, 3), np.nan) for _, k, _, _, w in group])
         try:
             init = None
             if self.image_regressor is not None:
-                init = self._image_inits(kp, Ks, layout, [img for _, k, _, img in group for _ in range(len(k))])
-            fit = fitter.fit(kp, Ks, layout, init=init, image_size=sizes)
+                init = self._image_inits(kp, Ks, layout, [img for _, k, _, img, _ in group for _ in range(len(k))])
+            fit = fitter.fit(kp, Ks, layout, init=init, image_size=sizes, world=world)
         except ValueError as exc:  # e.g. NaN-free checks of the whole batch: report per item
-            for o, _, _, _ in group:
+            for o, *_ in group:
                 o.error = str(exc)
             return
         params = fit.params.detach()
@@ -242,7 +246,7 @@ class LabelWorker:
         tr = params.transl.cpu().double().numpy()
         kpn = kp.cpu().double().numpy()
         row = 0
-        for o, k, ids, _ in group:
+        for o, k, ids, *_ in group:
             for pid in ids:
                 why = verdict.reasons[row] if bool(fitted[row]) else "not fitted"
                 o.people.append(Candidate(pid, kpn[row], pose[row], betas[row], tr[row], float(score[row]),
