@@ -281,20 +281,21 @@ def fit_video(video: str | os.PathLike | Sequence[np.ndarray], keypoints: Sequen
 
             det = detect(frame.image, **(detect_options or {}))
             detections.append(det)
-            kps, lay = np.asarray(det.keypoints, np.float64), det.layout
+            kps, lay, world = np.asarray(det.keypoints, np.float64), det.layout, det.world
             people = (np.asarray(det.boxes, np.float64), np.asarray(det.scores, np.float64))
         else:
             if k >= len(keypoints):
                 raise ValueError(f"keypoints are given for {len(keypoints)} frames but the video has more decoded "
                                  f"frames (pass keypoints for every decoded frame, after every={every})")
-            kps, lay, *people, _ = _as_people(keypoints[k], layout)  # boxes, scores (world landmarks unused)
+            kps, lay, *people, world = _as_people(keypoints[k], layout)  # boxes, scores, world landmarks
             detections.append(None)
         boxes = None  # tracked on boxes around the keypoints: BlazePose's own boxes are its looser crops
         P = len(kps)
         kps = kps.reshape(P, len(get_layout(lay)), 3)  # also a frame with nobody: [0, J, 3]
         ids = tracker.update(kps, boxes)
         steps.append(Step(torch.as_tensor(kps, dtype=torch.float64), Kt.expand(P, 3, 3).clone(),
-                          torch.tensor([list(size)] * P, dtype=torch.float64).reshape(P, 2), ids, frame.time))
+                          torch.tensor([list(size)] * P, dtype=torch.float64).reshape(P, 2), ids, frame.time,
+                          None if world is None else torch.as_tensor(world, dtype=torch.float64).reshape(P, 33, 3)))
         items.append((frame.index, frame.time))
         frame_people.append(people)
         if bar is not None:

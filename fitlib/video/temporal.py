@@ -37,13 +37,15 @@ WARM_MODES = ("best", "reseed", "warm", "scratch")
 @dataclass
 class Step:
     """One frame's people (P of them): ``keypoints`` [P, J, 3] (x px, y px, confidence), ``K`` [P, 3, 3] px,
-    ``image_size`` [P, 2] (height, width px), ``ids`` [P] track ids, ``time`` seconds."""
+    ``image_size`` [P, 2] (height, width px), ``ids`` [P] track ids, ``time`` seconds, and ``world`` [P, 33, 3]
+    BlazePose world landmarks (m, the bundled detector's; NaN rows: none) or None."""
 
     keypoints: torch.Tensor
     K: torch.Tensor
     image_size: torch.Tensor
     ids: np.ndarray
     time: float
+    world: torch.Tensor | None = None
 
 
 @dataclass
@@ -177,12 +179,13 @@ def fit_step(fitter: Fitter, step: Step, layout: str, inits: list[SMPLParams | N
     parts, where = [], []  # outputs and, per output row, the person it belongs to
     if cold_rows:
         r = torch.tensor(cold_rows)
-        parts.append(fitter.fit(step.keypoints[r], step.K[r], layout, image_size=step.image_size[r]))
+        parts.append(fitter.fit(step.keypoints[r], step.K[r], layout, image_size=step.image_size[r],
+                                world=None if step.world is None else step.world[r]))
         where += cold_rows
     if warm_rows:
         r = torch.tensor(warm_rows)
         parts.append(warm_fitter.fit(step.keypoints[r], step.K[r], layout, init=[inits[i] for i in warm_rows],
-                                     image_size=step.image_size[r]))
+                                     image_size=step.image_size[r], world=None if step.world is None else step.world[r]))
         where += warm_rows
     both = _cat_outputs(parts)
     n_cold = len(cold_rows)
@@ -319,8 +322,12 @@ def refit_with_track_betas(fitter: Fitter, steps: list[Step], fits: list[StepFit
     kp = torch.stack([steps[t].keypoints[i] for t, i in todo])
     Ks = torch.stack([steps[t].K[i] for t, i in todo])
     sizes = torch.stack([steps[t].image_size[i] for t, i in todo])
+    world = None
+    if any(steps[t].world is not None for t, _ in todo):
+        world = torch.stack([steps[t].world[i] if steps[t].world is not None else
+                             torch.full((33, 3), float("nan"), dtype=torch.float64) for t, i in todo])
     init = SMPLParams.cat(inits).to(fitter.device, fitter.dtype)
-    out = pulled.fit(kp, Ks, layout, init=init, image_size=sizes)
+    out = pulled.fit(kp, Ks, layout, init=init, image_size=sizes, world=world)
     return _write_back(fits, todo, out.params.to(dtype=torch.float64, device="cpu"), out.fitted.cpu().numpy(),
                        fitter, steps, layout, losses_=out.loss.detach().cpu().numpy())
 
