@@ -120,10 +120,10 @@ class KeypointLayout:
         return [(i, j) for i, j in enumerate(self.flip_index) if i < j]
 
 
-def _make(name: str, names: tuple[str, ...], edges=None) -> KeypointLayout:
+def _make(name: str, names: tuple[str, ...], edges=None, extra_limbs=()) -> KeypointLayout:
     pos = {n: i for i, n in enumerate(names)}
     if edges is None:
-        edges = tuple((pos[a], pos[b]) for a, b in _LIMBS if a in pos and b in pos)
+        edges = tuple((pos[a], pos[b]) for a, b in (*_LIMBS, *extra_limbs) if a in pos and b in pos)
     flip = tuple(pos.get(_mirror(n), i) for i, n in enumerate(names))
     return KeypointLayout(name, names, edges, flip)
 
@@ -135,7 +135,7 @@ LAYOUTS: dict[str, KeypointLayout] = {
         _make("body25", _BODY25),
         _make("openpose18", _OPENPOSE18),
         _make("mediapipe33", _MEDIAPIPE33),
-        _make("world19", WORLD_POINTS),
+        _make("world19", WORLD_POINTS, extra_limbs=(("nose", "left_ear"), ("nose", "right_ear"))),  # no eyes
         _make("smpl24", _SMPL24, tuple((p, j) for j, p in enumerate(SMPL_PARENTS) if p >= 0)),
         _make("spin24", SPIN_PART_NAMES),
     )

@@ -317,11 +317,13 @@ def train(config, out: str | Path, body_model: BodyModel | str | Path | None = N
         # a network without the world-landmark branch starts one with it (the branch starts at zero)
         adds_world = cfg.model.world_landmarks and not start.config.world_landmarks
         try:
-            missing, unexpected = net.load_state_dict(start.state_dict(), strict=not adds_world)
-        except RuntimeError as exc:
+            missing, unexpected = net.load_state_dict(start.state_dict(), strict=False)
+        except RuntimeError as exc:  # shapes differ
             raise ValueError(f"{init_weights}: its network does not match the config's model settings ({exc})") from None
-        if unexpected or any(not k.startswith("encoder.world_inp.") for k in missing):
-            raise ValueError(f"{init_weights}: its network does not match the config's model settings "
+        if unexpected or any(not (adds_world and k.startswith("encoder.world_inp.")) for k in missing):
+            hint = (" (it has the world-landmark branch: set model.world_landmarks: true)"
+                    if start.config.world_landmarks and not cfg.model.world_landmarks else "")
+            raise ValueError(f"{init_weights}: its network does not match the config's model settings{hint} "
                              f"(missing {missing}, unexpected {unexpected})")
     n_pseudo = 0 if pseudo_labels is None else int(round(cfg.batch_size * cfg.loop.pseudo_fraction))
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

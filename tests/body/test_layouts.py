@@ -24,9 +24,10 @@ def _keypoints(layout: str, rng, batch=(), dtype=np.float64) -> np.ndarray:
 
 
 def test_known_layouts():
-    assert set(LAYOUTS) == {"coco17", "coco17_feet", "body25", "openpose18", "mediapipe33", "smpl24", "spin24"}
+    assert set(LAYOUTS) == {"coco17", "coco17_feet", "body25", "openpose18", "mediapipe33", "smpl24", "spin24",
+                            "world19"}
     sizes = {"coco17": 17, "coco17_feet": 23, "body25": 25, "openpose18": 18, "mediapipe33": 33, "smpl24": 24,
-             "spin24": 24}
+             "spin24": 24, "world19": 19}
     for name, layout in LAYOUTS.items():
         assert len(layout) == sizes[name] and len(set(layout.names)) == len(layout)
     # mmpose's COCO order and OpenPose BODY_25's order, spot-checked

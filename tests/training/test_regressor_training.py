@@ -156,3 +156,10 @@ def test_world_landmark_samples_and_starting_from_a_2d_network(open_model, tmp_p
     other = {**TINY, "model": {**TINY["model"], "world_landmarks": True, "head_hidden": 16}}
     with pytest.raises(ValueError, match="does not match"):
         train(other, tmp_path / "bad", open_model, progress=False, init_weights=tmp_path / "flat" / "regressor.pt")
+
+
+def test_a_world_network_does_not_start_a_2d_config(open_model, tmp_path):
+    world_cfg = {**TINY, "model": {**TINY["model"], "world_landmarks": True}, "data": {"p_world": 0.5}}
+    train(world_cfg, tmp_path / "world", open_model, progress=False)
+    with pytest.raises(ValueError, match="has the world-landmark branch: set model.world_landmarks: true"):
+        train(TINY, tmp_path / "flat", open_model, progress=False, init_weights=tmp_path / "world" / "regressor.pt")
