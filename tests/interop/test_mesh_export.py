@@ -31,7 +31,7 @@ def test_glb_world_frame_upright(messi, tmp_path, open_model):
     head, ankles = near(15), [near(7), near(8)]
     w = mesh.vertices
     assert w[head, 1] > max(w[ankles, 1]) + 0.5  # metres: the head is above both feet (+y; he runs, one foot up)
-    assert w[head, 1] > min(w[ankles, 1]) + 1.0  # ... and well above the standing foot
+    assert w[head, 1] > min(w[ankles, 1]) + 0.8  # ... and well above the standing foot (he lunges low)
     assert verts_cam[i][head, 1] < verts_cam[i][ankles[0], 1]  # ... whereas the camera frame has y down
     assert abs(w[:, 1].min()) < 1e-6  # standing on y = 0
     offset = verts_cam[i][0] * [1, -1, -1] - w[0]  # world = camera turned 180 degrees about x, minus an offset
