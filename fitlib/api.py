@@ -156,6 +156,9 @@ def fit_batch(images: list, keypoints: list | None = None, *, layout: str = "coc
     if regressor is not None:
         _regressed_inits(items, regressor, model, device)
     results: list[FitResult | None] = [None] * n
+    cfg = fitter.config  # whether given world landmarks are read: the refine's 3D term or the regressor's branch
+    reads_world = bool((cfg.refine is not None and cfg.refine.weights.get("world", 0) > 0)
+                       or (fitter.regressor is not None and fitter.regressor.reads_world))
     # one optimiser batch per layout; a person with an init pose is refined, one without is fitted from the
     # fitter's own starts (people are independent problems: the grouping changes no result)
     for lay in dict.fromkeys(it["layout"] for it in items):
@@ -187,7 +190,7 @@ def fit_batch(images: list, keypoints: list | None = None, *, layout: str = "coc
                 joints=np_(out.joints[r]).astype(np.float64),
                 reprojection_error=np_(out.reprojection_error[r]).astype(np.float64),
                 loss=np_(out.loss[r]).astype(np.float64), converged=np_(out.converged[r]), fitted=np_(out.fitted[r]),
-                model=str(model), provenance={**provenance, "world_landmarks": it["world"] is not None},
+                model=str(model), provenance={**provenance, "world_landmarks": it["world"] is not None and reads_world},
                 boxes=it["boxes"], scores=it["scores"])
     return results
 
