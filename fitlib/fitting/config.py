@@ -83,6 +83,8 @@ class Refine(_Settings):
     screen_iterations: StrictInt = Field(2, ge=1)  # with a turned start too: iterations before each keeps its best
     robust_sigma: Positive | None = None  # Geman-McClure scale (canonical px; None: the config's robust_sigma)
     world_sigma: Positive = 0.1  # Geman-McClure scale (m) of the world-landmark term (weight "world")
+    turn_regressor_starts: StrictBool = False  # also try the regressor's own estimates turned by 180 deg
+    # (flip_threshold's rule, which a caller's init= always gets)
     ftol: NonNegative = 1e-4
     xtol: NonNegative = 1e-6
     damping: Positive = 1e-3

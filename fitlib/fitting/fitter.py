@@ -241,10 +241,13 @@ class Fitter:
         if isinstance(init, (list, tuple)) and len(init) != P:
             raise ValueError(f"init is a list of {len(init)} per-person values for {P} people")
         world = self._check_world(world, P)
+        regressed = None
         if self.regressor is not None and (init is None or isinstance(init, (list, tuple))):
-            init = self._regressed(keypoints, K, layout, None if init is None else list(init), world)
+            given = None if init is None else list(init)
+            init = self._regressed(keypoints, K, layout, given, world)
+            regressed = [v is not None and (given is None or given[i] is None) for i, v in enumerate(init)]
         if isinstance(init, (list, tuple)):
-            return self._fit_mixed(keypoints, K, layout, list(init), image_size, world)
+            return self._fit_mixed(keypoints, K, layout, list(init), image_size, world, regressed)
         return self._fit_one(keypoints, K, layout, as_params({} if init is None else init, P, self.dtype, self.device),
                              image_size, world)
 
@@ -261,8 +264,10 @@ class Fitter:
     def _fit_multistart(self, keypoints, K, layout: KeypointLayout, image_size) -> FitOutput:
         return self._fit_one(keypoints, K, layout, SMPLParams(), image_size)
 
-    def _fit_one(self, keypoints, K, layout: KeypointLayout, init: SMPLParams, image_size, world=None) -> FitOutput:
-        """One batch whose people all give the same fields of ``init`` (checked inputs)."""
+    def _fit_one(self, keypoints, K, layout: KeypointLayout, init: SMPLParams, image_size, world=None,
+                 turn: bool = True) -> FitOutput:
+        """One batch whose people all give the same fields of ``init`` (checked inputs); ``turn`` False: an
+        estimate with an orientation is not also tried turned by 180 degrees (the regressor's own estimates)."""
         P = keypoints.shape[0]
         xy, usable, targets, start = self._prepare(keypoints, K, layout, image_size, init)
         torso_idx = point_indices(layout, TORSO)
@@ -277,7 +282,7 @@ class Fitter:
             if init.body_pose is not None and self.config.refine is not None:
                 p, l, c, n = self._refine(start.index(idx), targets.index(idx), xy[idx], usable[idx], layout,
                                           free_heading=init.global_orient is None, betas_given=init.betas is not None,
-                                          world=None if world is None else world[idx])
+                                          world=None if world is None else world[idx], turn=turn)
             else:
                 p, l, c, n = self._run_stages(start.index(idx), targets.index(idx), xy[idx], usable[idx], layout,
                                               init.body_pose is not None, free_heading=init.global_orient is None)
@@ -313,19 +318,24 @@ class Fitter:
                 inits[i] = est.index(slice(j, j + 1))
         return inits
 
-    def _fit_mixed(self, keypoints, K, layout: KeypointLayout, inits: list, image_size, world=None) -> FitOutput:
-        """A per-person list of inits: the people whose inits give the same fields are fitted together
-        (people are independent problems, so the grouping changes no result), the outputs merged."""
+    def _fit_mixed(self, keypoints, K, layout: KeypointLayout, inits: list, image_size, world=None,
+                   regressed: list | None = None) -> FitOutput:
+        """A per-person list of inits: the people whose inits give the same fields (and come from the same source:
+        ``regressed`` marks the regressor's own estimates) are fitted together (people are independent problems,
+        so the grouping changes no result), the outputs merged."""
         P = keypoints.shape[0]
         records = [None if v is None else as_params(v, 1, self.dtype, self.device) for v in inits]
-        kinds = [() if r is None else r.given() for r in records]
+        regressed = regressed or [False] * P
+        kinds = [(() if r is None else r.given(), bool(g)) for r, g in zip(records, regressed)]
+        turn_regressed = self.config.refine is None or self.config.refine.turn_regressor_starts
         parts = []
         for kind in dict.fromkeys(kinds):
             rows = torch.tensor([i for i, k in enumerate(kinds) if k == kind], device=self.device)
             size = None if image_size is None else image_size[rows]
-            if kind:
-                out = self.fit(keypoints[rows], K[rows], layout, SMPLParams.cat([records[i] for i in rows.tolist()]), size,
-                               world=None if world is None else world[rows])
+            if kind[0]:
+                init = as_params(SMPLParams.cat([records[i] for i in rows.tolist()]), len(rows), self.dtype, self.device)
+                out = self._fit_one(keypoints[rows], K[rows], layout, init, size,
+                                    None if world is None else world[rows], turn=turn_regressed or not kind[1])
             else:  # the fitter's own starts for these (the multistart path, also with start: regressor)
                 out = self._fit_multistart(keypoints[rows], K[rows], layout, size)
             parts.append((rows, out))
@@ -395,13 +405,17 @@ class Fitter:
         return xy, usable, targets, start
 
     def _refine(self, params: SMPLParams, targets: Targets, xy, usable, layout: KeypointLayout,
-                free_heading: bool, betas_given: bool, world: torch.Tensor | None = None):
+                free_heading: bool, betas_given: bool, world: torch.Tensor | None = None, turn: bool = True):
         """The refine path (:mod:`fitlib.fitting.refine`) from each person's estimate, also from the turned
         body where front and back are ambiguous (or from the config's headings without an orientation);
-        each person keeps the start of lowest final loss. ``world`` [P, 33, 3]: world landmarks for the 3D term.
+        each person keeps the start of lowest final loss (``turn`` False: each estimate as it is, for the
+        regressor's own estimates). ``world`` [P, 33, 3]: world landmarks for the 3D term.
         Returns (params, loss, converged, iterations)."""
         cfg = self.config
-        owner, starts = heading_starts(params, xy, usable, cfg, layout, free_heading)
+        if turn or free_heading:
+            owner, starts = heading_starts(params, xy, usable, cfg, layout, free_heading)
+        else:  # each estimate as it is
+            owner, starts = torch.arange(len(params), device=self.device), params
         world19 = frame = None
         if world is not None and cfg.refine.weights.get("world", 0) > 0:
             names = get_layout("mediapipe33").names

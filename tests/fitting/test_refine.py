@@ -197,6 +197,31 @@ def test_default_starts_from_the_regressor(open_model):
     assert (fitter.fit(smpl_kp, K, "smpl24").iterations > 100).all()  # smpl24 has no COCO names: multistart
 
 
+def test_only_a_callers_estimates_are_also_tried_turned(open_model):
+    """People seen from the side (front and back ambiguous in 2D): a caller's init= is also tried turned by 180
+    degrees (more iterations: the screening of both starts), the regressor's own estimate is not, unless
+    ``refine.turn_regressor_starts``."""
+    from fitlib.fitting.starts import ambiguous_front
+
+    kp, K, truth, _ = _people(open_model, 6, seed=31, noise_px=1.0)
+    side = truth.replace(global_orient=roma.rotvec_composition([truth.global_orient, torch.tensor([0.0, 1.5, 0.0]).expand(6, 3)]))
+    out = open_model(side.pose, side.betas, side.transl, layout=LAYOUT)
+    kp = torch.cat([project(out.keypoints, K), torch.ones(6, 17, 1)], -1)
+    xy, _, usable = losses.clean_keypoints(kp, open_model.keypoint_map(LAYOUT).mask, torch.ones(17), 0.2)
+    assert ambiguous_front(xy, usable, get_layout(LAYOUT), load_config().flip_threshold).all()
+    cfg = load_config()
+    plain, turning = Fitter(open_model, cfg), Fitter(open_model, cfg.replace(
+        refine={**cfg.refine.model_dump(), "turn_regressor_starts": True}))
+    own = plain.fit(kp, K, LAYOUT, image_size=(1080, 1920))
+    estimate = plain.regressor.predict(kp, K, LAYOUT).params
+    given = plain.fit(kp, K, LAYOUT, init=estimate, image_size=(1080, 1920))
+    turned = turning.fit(kp, K, LAYOUT, image_size=(1080, 1920))
+    screen = cfg.refine.screen_iterations
+    assert (given.iterations >= own.iterations + screen - 1).all()  # both starts screened, then the better one
+    assert torch.equal(turned.iterations, given.iterations) and torch.allclose(turned.params.pose, given.params.pose)
+    assert not torch.allclose(own.params.pose, given.params.pose)
+
+
 def _world_of(model, truth: SMPLParams, seed: int, sigma: float = 0.03):
     """[P, 33, 3] BlazePose-like world landmarks of the true bodies (NaN where the model has no point)."""
     from fitlib.datasets.synthetic import WorldNoise, simulate_world_landmarks
