@@ -65,9 +65,9 @@ class KeypointEncoder(nn.Module):
 
     With ``world=True``, a second linear input (``world_inp``) reads the
     :data:`~fitlib.body.layouts.WORLD_POINTS` of BlazePose's world landmarks (metres, re-centred on the hips'
-    midpoint) and a has-landmarks flag; its output is added to the keypoints' before the blocks. It starts at zero, so a network trained without the branch loads into one
-    with it (``train-regressor --init``) and behaves as before until trained; people without landmarks (NaN)
-    read zeros and flag 0.
+    midpoint) and a has-landmarks flag; its output is added to the keypoints' before the blocks. It starts at
+    zero, so a network trained without the branch loads into one with it (``train-regressor --init``) and
+    behaves as before until trained; people without landmarks (NaN) read zeros and flag 0.
 
     Args:
         num_points: J, points of the network's layout.
