@@ -17,6 +17,7 @@ from fitlib.body.layouts import get_layout
 from fitlib.body.model import model_identity, model_key, resolve_device, shared_body_model
 from fitlib.camera import default_intrinsics
 from fitlib.detection import Keypoints, detect, keypoints_from_mmpose
+from fitlib.detection.keypoints import stack_world
 from fitlib.fitting import FitConfig, Fitter, load_config
 from fitlib.io.images import load_image
 from fitlib.params import SMPLParams, as_params
@@ -258,10 +259,7 @@ def _predict_group(reg, group: list[dict], lay: str):
 
 def _group_world(group: list[dict]) -> np.ndarray | None:
     """[P, 33, 3] the world landmarks of the people of ``group`` (NaN rows for those without), or None."""
-    if all(it["world"] is None for it in group):
-        return None
-    return np.concatenate([it["world"] if it["world"] is not None else np.full((len(it["kps"]), 33, 3), np.nan)
-                           for it in group])
+    return stack_world([(len(it["kps"]), it["world"]) for it in group])
 
 
 def _regressed_inits(items: list[dict], checkpoint, model, device) -> None:

@@ -79,6 +79,8 @@ WORLD_POINTS: tuple[str, ...] = (
 """The ``world19`` layout: the BlazePose world landmarks (``mediapipe33`` names) fitlib reads in 3D (the regressor's
 world-landmark branch, the refine's 3D term): the body's points, without the face and hand details a body model
 does not define the same way."""
+WORLD_HIPS: tuple[int, int] = (WORLD_POINTS.index("left_hip"), WORLD_POINTS.index("right_hip"))
+"""The hips' rows in ``world19``: world landmarks are relative to their midpoint."""
 
 
 def _mirror(name: str) -> str:
@@ -141,6 +143,8 @@ LAYOUTS: dict[str, KeypointLayout] = {
     )
 }
 """Every layout fitlib knows, by name."""
+WORLD19_FROM_MEDIAPIPE33: tuple[int, ...] = tuple(_MEDIAPIPE33.index(n) for n in WORLD_POINTS)
+"""Rows of BlazePose's 33 landmarks (``mediapipe33``) that make up ``world19``."""
 
 
 def get_layout(layout: str | KeypointLayout) -> KeypointLayout:

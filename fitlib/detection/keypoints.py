@@ -31,6 +31,14 @@ def keypoint_boxes(keypoints: np.ndarray, min_confidence: float = 0.0, margin: f
 
 
 
+def stack_world(parts: list[tuple[int, np.ndarray | None]]) -> np.ndarray | None:
+    """The world landmarks of several groups of people in one array [P, 33, 3] (m), given per group its number of
+    people and its landmarks [n, 33, 3] or None (NaN rows for those); None when no group has any."""
+    if all(w is None for _, w in parts):
+        return None
+    return np.concatenate([np.full((n, 33, 3), np.nan) if w is None else np.asarray(w, np.float64) for n, w in parts])
+
+
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """[A, B] intersection over union of boxes ``a`` [A, 4] and ``b`` [B, 4] (x1, y1, x2, y2); 0 with NaN boxes."""
     a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)

@@ -32,7 +32,7 @@ import roma
 import torch
 
 from fitlib import losses
-from fitlib.body.layouts import WORLD_POINTS, KeypointLayout, get_layout
+from fitlib.body.layouts import WORLD19_FROM_MEDIAPIPE33, WORLD_HIPS, KeypointLayout, get_layout
 from fitlib.body.model import BodyModel, load_body_model
 from fitlib.camera import project, ray_rotation
 from fitlib.fitting.config import FitConfig, Stage, load_config
@@ -418,11 +418,10 @@ class Fitter:
             owner, starts = torch.arange(len(params), device=self.device), params
         world19 = frame = None
         if world is not None and cfg.refine.weights.get("world", 0) > 0:
-            names = get_layout("mediapipe33").names
-            world19 = world[:, [names.index(n) for n in WORLD_POINTS]]
+            world19 = world[:, list(WORLD19_FROM_MEDIAPIPE33)]
             with torch.no_grad():  # the frame the landmarks are in: the camera turned to the start's hips
                 pts = self.model(params.pose, params.betas, params.transl, layout="world19", validate=False).keypoints
-            frame = ray_rotation(pts[:, [WORLD_POINTS.index("left_hip"), WORLD_POINTS.index("right_hip")]].mean(1))
+            frame = ray_rotation(pts[:, list(WORLD_HIPS)].mean(1))
         rt = RefineTargets(targets.xy, targets.weights, targets.K, targets.scale, targets.body_pose0,
                            params.betas.clone(), world19, frame).index(owner)
         weights = dict(cfg.refine.weights)

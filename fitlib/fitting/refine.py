@@ -39,7 +39,7 @@ import torch
 
 from fitlib import losses
 from fitlib.body import priors as body_priors
-from fitlib.body.layouts import WORLD_POINTS, KeypointLayout
+from fitlib.body.layouts import WORLD_HIPS, KeypointLayout
 from fitlib.body.model import BodyModel
 from fitlib.camera import project
 from fitlib.fitting.lm import LMResult, LMSettings, NormalEquations, levenberg_marquardt
@@ -108,9 +108,8 @@ class RefineObjective:
         self.world_sigma = float(world_sigma)
         self.uses_world = self.w["world"] > 0 and targets.world is not None
         if self.uses_world:
-            hips = [WORLD_POINTS.index("left_hip"), WORLD_POINTS.index("right_hip")]
             has = torch.isfinite(targets.world).all(-1).all(-1)
-            self._world_hips, self._world_has = hips, has.to(targets.xy.dtype)
+            self._world_hips, self._world_has = list(WORLD_HIPS), has.to(targets.xy.dtype)
             self._world_target = torch.nan_to_num(targets.world.to(targets.xy.dtype))
         dtype, dev = targets.xy.dtype, targets.xy.device
         self.n_data = 2 * targets.xy.shape[1]

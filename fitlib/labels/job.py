@@ -32,6 +32,7 @@ from fitlib.body.layouts import get_layout
 from fitlib.body.model import BodyModel, model_identity
 from fitlib.body.priors import load_pose_prior
 from fitlib.camera import default_intrinsics
+from fitlib.detection.keypoints import stack_world
 from fitlib.labels.config import LabelConfig, load_label_config
 from fitlib.labels.score import confident_points, score_params
 from fitlib.labels.sources import Item
@@ -219,9 +220,7 @@ class LabelWorker:
         Ks = torch.as_tensor(np.concatenate([np.broadcast_to(o.K, (len(k), 3, 3)) for o, k, _, _, _ in group]), dtype=dt,
                              device=dev)
         sizes = torch.tensor([o.image_size for o, k, _, _, _ in group for _ in range(len(k))], dtype=dt, device=dev)
-        world = None  # BlazePose world landmarks of detected people (NaN rows for the others)
-        if any(w is not None for *_, w in group):
-            world = np.concatenate([w if w is not None else np.full((len(k), 33, 3), np.nan) for _, k, _, _, w in group])
+        world = stack_world([(len(k), w) for _, k, _, _, w in group])  # detected people's world landmarks
         try:
             init = None
             if self.image_regressor is not None:

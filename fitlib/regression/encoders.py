@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from fitlib.body.layouts import WORLD_POINTS
+from fitlib.body.layouts import WORLD_HIPS, WORLD_POINTS
 from fitlib.regression.camera import to_box
 
 
@@ -114,7 +114,7 @@ class KeypointEncoder(nn.Module):
             raise ValueError(f"world landmarks must be [B, {W}, 3] (the WORLD_POINTS), got {tuple(world.shape)}")
         has = torch.isfinite(world).all(-1).all(-1)
         w = torch.nan_to_num(world.to(like.dtype), nan=0.0, posinf=0.0, neginf=0.0)
-        hips = w[:, [WORLD_POINTS.index("left_hip"), WORLD_POINTS.index("right_hip")]].mean(1, keepdim=True)
+        hips = w[:, list(WORLD_HIPS)].mean(1, keepdim=True)
         w = torch.where(has[:, None, None], (w - hips).clamp(-2.5, 2.5), torch.zeros_like(w))
         return torch.cat([w.flatten(1), has[:, None].to(w.dtype)], -1)
 

@@ -147,7 +147,7 @@ class KeypointRegressor:
     def _world(self, world, P: int) -> torch.Tensor | None:
         """[P, W, 3] the network's world points (:data:`~fitlib.body.layouts.WORLD_POINTS`) of ``world``
         [P, 33, 3], or None."""
-        from fitlib.body.layouts import WORLD_POINTS
+        from fitlib.body.layouts import WORLD19_FROM_MEDIAPIPE33
 
         if world is None:
             return None
@@ -155,8 +155,7 @@ class KeypointRegressor:
                                        dtype=np.float64), dtype=torch.float32)
         if w.shape != (P, 33, 3):
             raise ValueError(f"world landmarks must be [{P}, 33, 3] (mediapipe33 order, metres), got {tuple(w.shape)}")
-        names = get_layout("mediapipe33").names
-        return w[:, [names.index(n) for n in WORLD_POINTS]].to(self.device)
+        return w[:, list(WORLD19_FROM_MEDIAPIPE33)].to(self.device)
 
     def _crops(self, x: torch.Tensor, vis: torch.Tensor, images: Sequence[np.ndarray]):
         """Crops [P, 3, S, S] of the people's keypoint boxes, and the boxes (centre [P, 2], size [P] px)."""
