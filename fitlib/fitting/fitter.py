@@ -37,7 +37,7 @@ from fitlib.body.model import BodyModel, load_body_model
 from fitlib.camera import project, ray_rotation
 from fitlib.fitting.config import FitConfig, Stage, load_config
 from fitlib.fitting.lm import LMSettings
-from fitlib.fitting.optimizers import runner
+from fitlib.fitting.optimizers import runner, threads_for
 from fitlib.fitting.refine import RefineObjective, RefineTargets, pack, refine, unpack
 from fitlib.fitting.starts import (FACING_CAMERA, TORSO, best_of_starts, best_per_owner, heading_starts,
                                    initial_translation, point_indices, pose_starts, relaxed_pose)
@@ -434,13 +434,15 @@ class Fitter:
         x = pack(starts)
         iters = torch.zeros(len(params), dtype=torch.long, device=self.device)
         if len(owner) > len(params):  # several starts for some people: screen them briefly, keep each one's best
-            screen = refine(objective, x, dataclasses.replace(settings, max_iterations=cfg.refine.screen_iterations))
+            with threads_for(len(x), self.device, cfg):
+                screen = refine(objective, x, dataclasses.replace(settings, max_iterations=cfg.refine.screen_iterations))
             iters.index_add_(0, owner, screen.iterations)
             pick = best_per_owner(screen.loss, owner)
             objective = RefineObjective(self.model, layout, weights, sigma, self.priors, rt.index(pick),
                                         cfg.refine.world_sigma)
             x = screen.x[pick]
-        res = refine(objective, x, settings)
+        with threads_for(len(x), self.device, cfg):
+            res = refine(objective, x, settings)
         return unpack(res.x).clone(), res.loss, res.converged, iters + res.iterations
 
     def _run_stages(self, params: SMPLParams, targets: Targets, xy, usable, layout: KeypointLayout,

@@ -26,14 +26,16 @@ Objective = Callable[[SMPLParams, object], torch.Tensor]
 """A stage objective: (params of b people, their targets) -> loss [b]."""
 
 SINGLE_THREAD_ROWS = 4096
-"""On CPU, a stage on the fast path with fewer rows (people x starts) than this runs on one thread.
+"""On CPU, a stage on the fast path or a refine (:mod:`fitlib.fitting.refine`) with fewer rows (people x
+starts) than this runs on one thread.
 
 Its tensors are tiny ([rows, 24, 3, 4] and the like), so a second OpenMP thread costs more to wake
 (OMP_WAIT_POLICY=PASSIVE, a shared machine) than it saves: measured on 2 cores, every stage of the
-default fit of 64 people (64-832 rows) and the body stage of 512 people ran 1.2-1.6x faster on one
-thread, while the 6656-row screening stage of 512 people ran 1.6x faster on two (benchmarks/RESULTS.md).
-The full-mesh reference mode keeps torch's setting.  The thread count is process-wide: it is
-restored when the stage ends."""
+multistart fit of 64 people (64-832 rows) and the body stage of 512 people ran 1.2-1.6x faster on one
+thread, while the 6656-row screening stage of 512 people ran 1.6x faster on two; the refine of 16-480
+people ran 2x faster on one thread while another job used the second core, and 1.3x slower at 240-960
+people when the second core was free (benchmarks/RESULTS.md). The full-mesh reference mode keeps torch's
+setting.  The thread count is process-wide: it is restored when the block ends."""
 
 
 def run_adam(problem: Objective, params: SMPLParams, targets, stage: Stage, config: FitConfig):
@@ -143,8 +145,8 @@ def run_lbfgs(problem: Objective, params: SMPLParams, targets, stage: Stage, con
 
 @contextlib.contextmanager
 def threads_for(rows: int, device: torch.device, config: FitConfig) -> Iterator[None]:
-    """Run the block on one CPU thread when a stage of ``rows`` rows is small (:data:`SINGLE_THREAD_ROWS`);
-    the caller's thread count is restored afterwards, also on error."""
+    """Run the block (a stage or a refine of ``rows`` rows) on one CPU thread when it is small
+    (:data:`SINGLE_THREAD_ROWS`); the caller's thread count is restored afterwards, also on error."""
     single = device.type == "cpu" and not config.full_mesh and rows < SINGLE_THREAD_ROWS
     before = torch.get_num_threads()
     if single and before > 1:

@@ -152,6 +152,30 @@ def test_thread_count_is_restored(open_model, scene):
         torch.set_num_threads(before)
 
 
+def test_refine_runs_on_one_thread(open_model, scene):
+    """The refine path of a small batch runs on one CPU thread, like the stages, and the caller's setting comes back."""
+    from fitlib.fitting import fitter as fitter_module
+
+    kp, K, _, res = scene
+    seen = []
+    real = fitter_module.refine
+
+    def recording(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(fitter_module, "refine", recording)
+            Fitter(open_model, "multistart").fit(kp[:2], K, LAYOUT, init=res.params.index(slice(0, 2)),
+                                                 image_size=(1080, 1920))
+        assert seen and set(seen) == {1} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_bad_inputs(open_model):
     K = default_intrinsics(100, 100)
     with pytest.raises(ValueError, match="shape"):
