@@ -39,7 +39,7 @@ import torch
 
 from fitlib import losses
 from fitlib.body import priors as body_priors
-from fitlib.body.layouts import WORLD_HIPS, KeypointLayout
+from fitlib.body.layouts import WORLD_HIPS, WORLD_POINTS, KeypointLayout
 from fitlib.body.model import BodyModel
 from fitlib.camera import project
 from fitlib.fitting.lm import LMResult, LMSettings, NormalEquations, levenberg_marquardt
@@ -107,12 +107,20 @@ class RefineObjective:
                                                            "init_shape", "world")}
         self.world_sigma = float(world_sigma)
         self.uses_world = self.w["world"] > 0 and targets.world is not None
-        if self.uses_world:
-            has = torch.isfinite(targets.world).all(-1).all(-1)
-            self._world_hips, self._world_has = list(WORLD_HIPS), has.to(targets.xy.dtype)
-            self._world_target = torch.nan_to_num(targets.world.to(targets.xy.dtype))
         dtype, dev = targets.xy.dtype, targets.xy.device
         self.n_data = 2 * targets.xy.shape[1]
+        # the model's points both terms read, produced (and differentiated) once per call: the layout's points,
+        # then the world points it does not have
+        self._points, self._n_layout = layout, len(layout)
+        if self.uses_world:
+            has = torch.isfinite(targets.world).all(-1).all(-1)
+            self._world_has = has.to(dtype)
+            self._world_target = torch.nan_to_num(targets.world.to(dtype))
+            extra = tuple(n for n in WORLD_POINTS if n not in layout.names)
+            names = layout.names + extra
+            self._points = KeypointLayout(f"{layout.name}+world19", names, (), tuple(range(len(names))))
+            self._world_rows = torch.tensor([names.index(n) for n in WORLD_POINTS], device=dev)
+            self._world_hips = [names.index(WORLD_POINTS[i]) for i in WORLD_HIPS]
         idx, sign = body_priors.angle_prior_terms(dtype, dev)
         self._angle_idx, self._angle_sign = idx, sign
         self._angle_scale = body_priors.ANGLE_SCALE
@@ -129,18 +137,30 @@ class RefineObjective:
             self._rest_gram = self._rest_jac.T @ self._rest_jac  # [69, 69]
 
     # --------------------------------------------------------------------------------- residuals
+    def _model_points(self, x: torch.Tensor) -> torch.Tensor:
+        """[b, K, 3] the model's points at ``x`` [b, 85]: the layout's J, then the world points it lacks."""
+        p = unpack(x)
+        return self.model(p.pose, p.betas, p.transl, layout=self._points, validate=False).keypoints
+
+    def _model_point_jacobian(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(points [b, K, 3], their Jacobian [b, K, 3, 85]), as :meth:`_model_points`."""
+        p = unpack(x)
+        return self.model.keypoint_jacobian(p.pose, p.betas, p.transl, self._points)
+
     def data_residuals(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """[b, 2J] robust, confidence-weighted reprojection residuals of people ``rows`` at ``x`` [b, 85]."""
-        p = unpack(x)
-        kp = self.model(p.pose, p.betas, p.transl, layout=self.layout, validate=False).keypoints
-        e = (project(kp, self.t.K[rows]) - self.t.xy[rows]) * self.t.scale[rows][:, None, None]
+        return self._data_residuals(self._model_points(x), rows)
+
+    def _data_residuals(self, pts: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        e = (project(pts[:, :self._n_layout], self.t.K[rows]) - self.t.xy[rows]) * self.t.scale[rows][:, None, None]
         s2 = self.sigma * self.sigma
         factor = torch.sqrt(self.w["data"] * self.t.weights[rows] * s2 / (s2 + e.pow(2).sum(-1)))
         return (e * factor[..., None]).flatten(1)
 
-    def _world_errors(self, kp: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(errors ``e`` [b, W, 3] m of the model's world points ``kp`` [b, W, 3], robust factors [b, W])."""
-        rel = kp - kp[:, self._world_hips].mean(1, keepdim=True)
+    def _world_errors(self, pts: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(errors ``e`` [b, W, 3] m of the model's world points, robust factors [b, W]) from its points ``pts``
+        [b, K, 3] (:meth:`_model_points`)."""
+        rel = pts[:, self._world_rows] - pts[:, self._world_hips].mean(1, keepdim=True)
         e = rel @ self.t.world_frame[rows] - self._world_target[rows]
         s2 = self.world_sigma ** 2
         factor = torch.sqrt(self.w["world"] * s2 / (s2 + e.pow(2).sum(-1))) * self._world_has[rows][:, None]
@@ -150,9 +170,10 @@ class RefineObjective:
         """[b, 3W] robust world-landmark residuals of people ``rows`` at ``x`` [b, 85] (none without landmarks)."""
         if not self.uses_world:
             return x.new_zeros(x.shape[0], 0)
-        p = unpack(x)
-        kp = self.model(p.pose, p.betas, p.transl, layout="world19", validate=False).keypoints
-        e, factor = self._world_errors(kp, rows)
+        return self._world_residuals(self._model_points(x), rows)
+
+    def _world_residuals(self, pts: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        e, factor = self._world_errors(pts, rows)
         return (e * factor[..., None]).flatten(1)
 
     def world_jacobian(self, x: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,13 +182,14 @@ class RefineObjective:
         ``f (I - e e^T / (s² + |e|²))``."""
         if not self.uses_world:
             return x.new_zeros(x.shape[0], 0), x.new_zeros(x.shape[0], 0, N_PARAMS)
-        p = unpack(x)
-        kp, dkp = self.model.keypoint_jacobian(p.pose, p.betas, p.transl, "world19")  # [b, W, 3], [b, W, 3, 85]
-        e, factor = self._world_errors(kp, rows)
-        drel = dkp - dkp[:, self._world_hips].mean(1, keepdim=True)
+        return self._world_jacobian(*self._model_point_jacobian(x), rows)
+
+    def _world_jacobian(self, pts: torch.Tensor, dpts: torch.Tensor, rows: torch.Tensor):
+        e, factor = self._world_errors(pts, rows)
+        drel = dpts[:, self._world_rows] - dpts[:, self._world_hips].mean(1, keepdim=True)
         de = torch.einsum("bia,bjik->bjak", self.t.world_frame[rows], drel)  # d(R^T rel) [b, W, 3, 85]
         denom = self.world_sigma ** 2 + e.pow(2).sum(-1)
-        eye = torch.eye(3, dtype=x.dtype, device=x.device)
+        eye = torch.eye(3, dtype=e.dtype, device=e.device)
         dr = factor[..., None, None] * (eye - e[..., :, None] * e[..., None, :] / denom[..., None, None])
         return (e * factor[..., None]).flatten(1), (dr @ de).flatten(1, 2)
 
@@ -226,47 +248,57 @@ class RefineObjective:
 
     def residuals(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """All residuals [b, m] of people ``rows`` at ``x`` [b, 85]."""
-        return torch.cat([self.data_residuals(x, rows), self.world_residuals(x, rows),
+        pts = self._model_points(x)
+        world = (self._world_residuals(pts, rows),) if self.uses_world else ()
+        return torch.cat([self._data_residuals(pts, rows), *world,
                           self.prior_residuals(x, rows, with_jacobian=False)[0]], 1)
 
     def data_jacobian(self, x: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(data residuals [b, 2J], their Jacobian [b, 2J, 85]) in closed form: the body model's keypoint
         Jacobian (:meth:`fitlib.body.model.BodyModel.keypoint_jacobian`), the pinhole projection's, and the
         robust factor's ``d(e f(e))/de = f (I - e e^T / (sigma² + |e|²))``."""
-        p = unpack(x)
-        kp, dkp = self.model.keypoint_jacobian(p.pose, p.betas, p.transl, self.layout)  # [b, J, 3], [b, J, 3, 85]
+        return self._data_jacobian(*self._model_point_jacobian(x), rows)
+
+    def _data_jacobian(self, pts: torch.Tensor, dpts: torch.Tensor, rows: torch.Tensor):
+        kp, dkp = pts[:, :self._n_layout], dpts[:, :self._n_layout]  # [b, J, 3], [b, J, 3, 85]
         K, scale = self.t.K[rows], self.t.scale[rows][:, None, None]
         X, Y, Z = kp.unbind(-1)
         front = Z > _MIN_DEPTH
         z = Z.clamp(min=_MIN_DEPTH)
         fx, fy = K[:, 0, 0, None], K[:, 1, 1, None]
         zero = torch.zeros_like(z)
-        dz = front.to(x.dtype) / (z * z)  # the projection clamps the depth: no gradient through it there
+        dz = front.to(z.dtype) / (z * z)  # the projection clamps the depth: no gradient through it there
         dproj = torch.stack([fx / z, zero, -fx * X * dz, zero, fy / z, -fy * Y * dz], -1).view(*z.shape, 2, 3)
         e = (project(kp, K) - self.t.xy[rows]) * scale
         de = scale[..., None] * (dproj @ dkp)  # [b, J, 2, 85]
         s2 = self.sigma * self.sigma
         denom = s2 + e.pow(2).sum(-1)
         factor = torch.sqrt(self.w["data"] * self.t.weights[rows] * s2 / denom)  # [b, J]
-        eye = torch.eye(2, dtype=x.dtype, device=x.device)
+        eye = torch.eye(2, dtype=e.dtype, device=e.device)
         dr = factor[..., None, None] * (eye - e[..., :, None] * e[..., None, :] / denom[..., None, None])
         return (e * factor[..., None]).flatten(1), (dr @ de).flatten(1, 2)
 
+    def _point_jacobian(self, x: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(data and world residuals [b, 2J (+ 3W)], their Jacobian [b, 2J (+ 3W), 85]) from one keypoint
+        Jacobian of the body model."""
+        pts, dpts = self._model_point_jacobian(x)
+        r, J = self._data_jacobian(pts, dpts, rows)
+        if self.uses_world:
+            r_w, j_w = self._world_jacobian(pts, dpts, rows)
+            r, J = torch.cat([r, r_w], 1), torch.cat([J, j_w], 1)
+        return r, J
+
     def jacobian(self, x: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(residuals [b, m], Jacobian [b, m, 85]), every part in closed form."""
-        r_data, j_data = self.data_jacobian(x, rows)
-        r_world, j_world = self.world_jacobian(x, rows)
+        r_points, j_points = self._point_jacobian(x, rows)
         r_prior, j_prior = self.prior_residuals(x, rows)
-        return torch.cat([r_data, r_world, r_prior], 1), torch.cat([j_data, j_world, j_prior], 1)
+        return torch.cat([r_points, r_prior], 1), torch.cat([j_points, j_prior], 1)
 
     def normal_equations(self, x: torch.Tensor, rows: torch.Tensor) -> NormalEquations:
         """``loss`` [b], ``A = JᵀJ`` [b, 85, 85] and ``g = Jᵀr`` [b, 85] without forming the priors' rows of
         ``J``: their blocks of ``JᵀJ`` are constant (the mixture's per component, the pulls' and the shape
         prior's identities) or diagonal (angle, limits), added in place. Equal to :meth:`jacobian`'s."""
-        r_d, j_d = self.data_jacobian(x, rows)
-        if self.uses_world:
-            r_w, j_w = self.world_jacobian(x, rows)
-            r_d, j_d = torch.cat([r_d, r_w], 1), torch.cat([j_d, j_w], 1)
+        r_d, j_d = self._point_jacobian(x, rows)
         jt = j_d.transpose(1, 2)
         A = jt @ j_d
         g = (jt @ r_d[..., None])[..., 0]
