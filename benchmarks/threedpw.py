@@ -11,7 +11,9 @@ dataset's world-frame ``poses`` / ``betas`` / ``trans`` and moved into the camer
 gender maps to fitlib's open model (the synthetic set is built with it).
 
 Predictions: each method maps 2D keypoints (COCO-17) + intrinsics to SMPL parameters in the
-camera frame, posed with the neutral model of ``--smpl-dir``.  Methods (rows of the table):
+camera frame, posed with the neutral model of ``--smpl-dir`` (or of ``--fit-model``: another body model than
+the ground truth's, e.g. one the regressor was not trained for, ``benchmarks/make_standin_model.py``).  Methods
+(rows of the table):
 
 * ``spin``: the reference SMPLify mode (``configs/spin.yaml``: full mesh each iteration,
   Adam 100 + 100 iterations, from the mean pose, no early stop);
@@ -36,7 +38,7 @@ sequence's image frames, in the fitlib layout named by its ``"layout"`` entry (d
 
 Usage:
     OMP_WAIT_POLICY=PASSIVE python benchmarks/threedpw.py --root PATH --smpl-dir PATH|open --split test \
-        [--keypoints poses2d|FILE] [--methods spin,default] [--max-frames N] [--out DIR]
+        [--keypoints poses2d|FILE] [--methods spin,default] [--max-frames N] [--out DIR] [--fit-model PATH|open]
 """
 from __future__ import annotations
 
@@ -56,6 +58,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--root", required=True, help="3DPW root (holding sequenceFiles/)")
     ap.add_argument("--smpl-dir", default="open", help="folder with SMPL_{NEUTRAL,MALE,FEMALE}.pkl, or 'open'")
+    ap.add_argument("--fit-model", default=None, help="the body model the methods fit with ('open', an SMPL file "
+                    "or folder; default: --smpl-dir's neutral model); the ground truth stays posed with --smpl-dir")
     ap.add_argument("--split", default="test")
     ap.add_argument("--keypoints", default="poses2d", help="'poses2d' or an .npz of detections (see above)")
     ap.add_argument("--methods", default="spin,default", help=f"comma-separated: {sorted(METHODS)}, configs, CONFIG@key=value, INIT+CONFIG")
@@ -66,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_grad_enabled(True)
     res = run_benchmark(args.root, args.smpl_dir, args.split, args.keypoints,
                         [m.strip() for m in args.methods.split(",") if m.strip()], args.max_frames, args.out,
-                        args.batch_size)
+                        args.batch_size, fit_model=args.fit_model)
     print()
     print(res["table"])
     return res

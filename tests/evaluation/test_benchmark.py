@@ -14,6 +14,7 @@ from fitlib.evaluation.methods import method_factory
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import detect_3dpw  # noqa: E402
+import make_standin_model  # noqa: E402  (benchmarks/make_standin_model.py)
 import threedpw as threedpw_script  # noqa: E402  (benchmarks/threedpw.py, the command line)
 
 
@@ -60,6 +61,21 @@ def test_refining_a_stand_in_regressor(tiny_3dpw):
     assert "| noisy_gt | " in res["table"] and res["table"].count(" - |") == 1  # no speed for the stand-in
     with pytest.raises(ValueError, match="'nope' is not a section"):
         method_factory("default@nope.x=1")
+
+
+def test_methods_fit_with_another_model(tiny_3dpw, tmp_path):
+    """--fit-model: the ground truth stays the open model's, the methods fit with (and are scored as) another
+    model's bodies: the reshaped stand-in, whose betas mean other bodies, puts the ground-truth parameters off
+    the truth, and a fit with it still follows the keypoints."""
+    root, _ = tiny_3dpw
+    standin = make_standin_model.main(["--kind", "reshaped", "--out", str(tmp_path / "standin.pkl")])
+    res = threedpw_script.main(["--root", str(root), "--smpl-dir", "open", "--fit-model", str(standin),
+                                "--split", "test", "--methods", "gt,default"])
+    s = res["summary"]
+    assert res["fit_model"] == str(standin)
+    assert s["gt"]["pa_mpjpe14"] > 2.0 and s["gt"]["gt2d_px"] > 1.0  # the same parameters, another body
+    assert math.isfinite(s["gt"]["pve"])  # the same mesh topology
+    assert s["default"]["reproj_px"] < 80.0 and s["default"]["pa_mpjpe14"] < 150.0
 
 
 def test_bad_inputs(tmp_path, tiny_3dpw):
