@@ -34,7 +34,8 @@ and separately on the 24 SMPL joints (the two are not comparable), PVE (mm, hips
 Keypoint sources (``--keypoints``): ``poses2d`` (the dataset's OpenPose-18 detections,
 converted by name to COCO-17; the neck is dropped), or an ``.npz`` file with one array
 ``"<sequence>/<person>"`` [T, J, 3] (x px, y px, confidence) per person, aligned with the
-sequence's image frames, in the fitlib layout named by its ``"layout"`` entry (default coco17).
+sequence's image frames, in the fitlib layout named by its ``"layout"`` entry (default coco17), which the
+methods then read (``benchmarks/feet_detections.py`` writes COCO-17 + feet for the synthetic sets).
 
 Usage:
     OMP_WAIT_POLICY=PASSIVE python benchmarks/threedpw.py --root PATH --smpl-dir PATH|open --split test \

@@ -47,11 +47,20 @@ OPENPOSE18: tuple[str, ...] = get_layout("openpose18").names
 
 # Relative localisation spread per point (COCO's OKS per-keypoint constants; neck like shoulders).
 _SPREAD = {"nose": 0.026, "eye": 0.025, "ear": 0.035, "neck": 0.079, "shoulder": 0.079, "elbow": 0.072,
-           "wrist": 0.062, "hip": 0.107, "knee": 0.087, "ankle": 0.089}
+           "wrist": 0.062, "hip": 0.107, "knee": 0.087, "ankle": 0.089,
+           "toe": 0.089, "heel": 0.089}  # feet: like the ankle (COCO-WholeBody's foot constants are smaller)
+_SPREAD_MEAN = float(np.mean([_SPREAD[n.split("_")[-1]] for n in OPENPOSE18]))
+"""The spreads are relative to OpenPose-18's mean, whatever the layout (a point's noise does not depend on which
+others are simulated with it)."""
+_FOOT = ("big_toe", "small_toe", "heel")
 _SWAP_LIMBS = ((("right_elbow", "right_wrist"), ("left_elbow", "left_wrist")),
-               (("right_knee", "right_ankle"), ("left_knee", "left_ankle")),
+               (("right_knee", "right_ankle", *(f"right_{f}" for f in _FOOT)),
+                ("left_knee", "left_ankle", *(f"left_{f}" for f in _FOOT))),
                (("right_shoulder", "right_elbow", "right_wrist"), ("left_shoulder", "left_elbow", "left_wrist")),
-               (("right_hip", "right_knee", "right_ankle"), ("left_hip", "left_knee", "left_ankle")))
+               (("right_hip", "right_knee", "right_ankle", *(f"right_{f}" for f in _FOOT)),
+                ("left_hip", "left_knee", "left_ankle", *(f"left_{f}" for f in _FOOT))))
+"""Limb swaps (right with left) of the corruption; a swapped leg takes its foot points with it where the layout
+has them."""
 IMAGE_SIZE = (1920, 1080)
 """(height, width) of the synthetic images: a portrait phone video like most of 3DPW."""
 
@@ -91,22 +100,25 @@ def _smooth_noise(rng: np.random.Generator, n: int, scale: float, width: float =
 
 
 def corrupt_keypoints(xy: np.ndarray, rng: np.random.Generator, corruption: Corruption,
-                      image_size: tuple[int, int] = IMAGE_SIZE) -> np.ndarray:
+                      image_size: tuple[int, int] = IMAGE_SIZE, names: tuple[str, ...] = OPENPOSE18) -> np.ndarray:
     """Detector-like 2D keypoints from exact projections.
 
     Args:
-        xy: [T, 18, 2] projected OpenPose-18 points (pixels).
+        xy: [T, J, 2] projected points (pixels) named ``names`` (default: OpenPose-18, 3DPW's ``poses2d``; any
+            layout of body and foot points, e.g. ``body25``'s).
         rng: random generator.
         corruption: the settings.
         image_size: (height, width); points outside the image are not detected.
+        names: the points' names.
     Returns:
-        [T, 18, 3] (x px, y px, confidence); undetected points are (0, 0, 0).
+        [T, J, 3] (x px, y px, confidence); undetected points are (0, 0, 0).
     """
     T, J, _ = xy.shape
+    if J != len(names):
+        raise ValueError(f"xy has {J} points per frame, names {len(names)}")
     c = corruption
     h, w = image_size
-    spread = np.array([_SPREAD[n.split("_")[-1]] for n in OPENPOSE18])
-    spread = spread / spread.mean()
+    spread = np.array([_SPREAD[_point_kind(n)] for n in names]) / _SPREAD_MEAN
     diag = np.linalg.norm(xy.max(1) - xy.min(1), axis=-1)  # [T]
     sigma = c.noise * diag[:, None] * spread[None]  # [T, J] px
     conf = rng.uniform(*c.conf_range, size=(T, J))
@@ -114,16 +126,26 @@ def corrupt_keypoints(xy: np.ndarray, rng: np.random.Generator, corruption: Corr
     conf[low] = rng.uniform(0.05, 0.35, size=int(low.sum()))
     sigma = np.where(low, 4.0 * sigma, sigma)
     out = xy + rng.standard_normal((T, J, 2)) * sigma[..., None]
-    idx = {n: i for i, n in enumerate(OPENPOSE18)}
+    idx = {n: i for i, n in enumerate(names)}
     for t in np.nonzero(rng.random(T) < c.swap)[0]:
         right, left = _SWAP_LIMBS[rng.integers(len(_SWAP_LIMBS))]
-        r, l_ = [idx[n] for n in right], [idx[n] for n in left]
+        r = [idx[n] for n in right if n in idx and _mirror_name(n) in idx]
+        l_ = [idx[_mirror_name(names[i])] for i in r]
         out[t, r + l_] = out[t, l_ + r]
     inside = (out[..., 0] >= 0) & (out[..., 0] < w) & (out[..., 1] >= 0) & (out[..., 1] < h)
     keep = inside & (rng.random((T, J)) >= c.drop)
     res = np.concatenate([out, conf[..., None]], -1)
     res[~keep] = 0.0
     return res
+
+
+def _point_kind(name: str) -> str:
+    """``"left_big_toe"`` -> ``"toe"``, ``"right_elbow"`` -> ``"elbow"`` (the key of :data:`_SPREAD`)."""
+    return name.split("_")[-1]
+
+
+def _mirror_name(name: str) -> str:
+    return "left" + name[len("right"):] if name.startswith("right") else name
 
 
 @dataclass

@@ -44,13 +44,14 @@ class Sequence:
     name: str
     person: np.ndarray  # [N] person index
     frame: np.ndarray  # [N] image frame index
-    keypoints: torch.Tensor  # [N, 17, 3] COCO-17 (x px, y px, confidence)
+    keypoints: torch.Tensor  # [N, J, 3] in ``layout`` (x px, y px, confidence)
     K: torch.Tensor  # [3, 3]
     image_size: tuple[int, int]  # (height, width)
     gt_joints: torch.Tensor  # [N, 24, 3] camera frame, metres
     gt_vertices: torch.Tensor  # [N, V, 3] camera frame, metres
-    gt_keypoints: torch.Tensor  # [N, 17, 3] camera frame, metres (the GT model's COCO-17 points)
+    gt_keypoints: torch.Tensor  # [N, J, 3] camera frame, metres (the GT model's points of ``layout``)
     gt_params: SMPLParams  # [N] people, camera frame
+    layout: str = LAYOUT  # the keypoints' layout (COCO-17, or a detections file's own)
 
 
 MAX_SEQUENCE_BYTES = 1 << 30
@@ -86,15 +87,18 @@ def _select(valid: np.ndarray, max_frames: int | None) -> np.ndarray:
 
 
 def build_sequence(data: dict, smpl_dir: str, keypoints: dict | None = None, max_frames: int | None = None,
-                   dtype: torch.dtype = torch.float32) -> Sequence:
+                   dtype: torch.dtype = torch.float32, layout: str = LAYOUT) -> Sequence:
     """Ground truth (gendered models, camera frame) and input keypoints of one sequence.
 
     Args:
         data: a sequence dict (:func:`load_sequence_file`).
         smpl_dir: folder with SMPL_{MALE,FEMALE,NEUTRAL}.pkl, or ``"open"``.
-        keypoints: ``{"<sequence>/<person>": [T, 17, 3]}`` COCO-17 detections replacing ``poses2d``.
+        keypoints: ``{"<sequence>/<person>": [T, J, 3]}`` detections in ``layout`` replacing ``poses2d``.
         max_frames: score at most this many valid frames per person (evenly spaced).
+        layout: the layout of ``keypoints`` (without them: COCO-17, ``poses2d`` converted).
     """
+    if keypoints is None:
+        layout = LAYOUT
     name = str(data["sequence"])
     genders = data.get("genders", data.get("gender"))
     cam = np.asarray(data["cam_poses"], dtype=np.float64)  # [T, 4, 4] world -> camera
@@ -123,7 +127,7 @@ def build_sequence(data: dict, smpl_dir: str, keypoints: dict | None = None, max
         R = torch.as_tensor(cam[idx, :3, :3], dtype=dtype)
         t = torch.as_tensor(cam[idx, :3, 3], dtype=dtype)
         with torch.no_grad():
-            out = model(pose, betas, trans, layout=LAYOUT, vertices=True)
+            out = model(pose, betas, trans, layout=layout, vertices=True)
             to_cam = lambda x: torch.einsum("nij,nkj->nki", R, x) + t[:, None]  # noqa: E731
             # the same body as camera-frame SMPL parameters: orientation R @ R_g, and a translation
             # such that the pelvis (rotation centre) lands where the camera sees it
@@ -145,4 +149,4 @@ def build_sequence(data: dict, smpl_dir: str, keypoints: dict | None = None, max
     cat = lambda k: torch.cat(rows[k])  # noqa: E731
     return Sequence(name, np.concatenate(rows["person"]), np.concatenate(rows["frame"]), cat("kp"), K, image_size,
                     cat("joints"), cat("verts"), cat("gtkp"),
-                    SMPLParams.from_pose(cat("pose"), cat("betas"), cat("transl")))
+                    SMPLParams.from_pose(cat("pose"), cat("betas"), cat("transl")), layout)

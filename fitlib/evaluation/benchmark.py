@@ -13,7 +13,8 @@ confidence >= 0.2) and against the ground-truth model's projected keypoints, and
 Keypoint sources (``keypoints``): ``poses2d`` (the dataset's OpenPose-18 detections, converted by
 name to COCO-17; the neck is dropped), or an ``.npz`` file with one array ``"<sequence>/<person>"``
 [T, J, 3] (x px, y px, confidence) per person, aligned with the sequence's image frames, in the
-fitlib layout named by its ``"layout"`` entry (default coco17).
+fitlib layout named by its ``"layout"`` entry (default coco17); the methods read them in that layout
+(e.g. ``coco17_feet``: the feet reach the regressor and the fit), and the 2D errors are over its points.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fitlib.body.layouts import convert_keypoints
+from fitlib.body.layouts import get_layout
 from fitlib.body.model import BodyModel, load_body_model
 from fitlib.camera import project
 from fitlib.datasets.threedpw import LAYOUT, Sequence, build_sequence, load_sequence_file
@@ -43,7 +44,7 @@ def evaluate(model: BodyModel, seq: Sequence, pred: SMPLParams, rows: slice | No
     """Per person-frame metrics [N] (mm, px) of camera-frame predictions against ``seq``'s ground truth."""
     rows = rows or slice(None)
     with torch.no_grad():
-        out = model(pred.pose, pred.betas, pred.transl, layout=LAYOUT, vertices=True)
+        out = model(pred.pose, pred.betas, pred.transl, layout=seq.layout, vertices=True)
         gj, gv, gk = seq.gt_joints[rows], seq.gt_vertices[rows], seq.gt_keypoints[rows]
         kp = seq.keypoints[rows]
         pj = out.joints.double()
@@ -77,7 +78,8 @@ def run_method(method: Method, model: BodyModel, seq: Sequence, batch_size: int 
     for s in range(0, N, bs):
         rows = slice(s, min(N, s + bs))
         n = rows.stop - rows.start
-        inp = MethodInput(seq.keypoints[rows], seq.K.expand(n, 3, 3), seq.image_size, seq.gt_params.index(rows))
+        inp = MethodInput(seq.keypoints[rows], seq.K.expand(n, 3, 3), seq.image_size, seq.gt_params.index(rows),
+                          seq.layout)
         t0 = time.perf_counter()
         pred = method(model, inp)
         seconds += time.perf_counter() - t0
@@ -120,18 +122,18 @@ def run_benchmark(root: str | Path, smpl_dir: str = "open", split: str = "test",
     if not files:
         raise FileNotFoundError(f"no sequence files in {folder}")
     factories = {m: method_factory(m) for m in methods}
-    kp_source = None
+    kp_source, layout = None, LAYOUT
     if keypoints != "poses2d":
         with np.load(keypoints, allow_pickle=False) as f:
-            layout = str(f["layout"]) if "layout" in f.files else LAYOUT
-            kp_source = {k: convert_keypoints(f[k], layout, LAYOUT) for k in f.files if k != "layout"}
+            layout = get_layout(str(f["layout"]) if "layout" in f.files else LAYOUT).name
+            kp_source = {k: f[k] for k in f.files if k != "layout"}
     model = load_body_model(smpl_dir if fit_model is None else fit_model, gender="neutral")
     runners = {m: f() for m, f in factories.items()}
     per_row: dict[str, list[dict]] = {m: [] for m in methods}
     timing = {m: [0.0, 0, 0] for m in methods}  # seconds, people, not fitted
     seq_results = []
     for path in files:
-        seq = build_sequence(load_sequence_file(path), smpl_dir, kp_source, max_frames)
+        seq = build_sequence(load_sequence_file(path), smpl_dir, kp_source, max_frames, layout=layout)
         for m in methods:  # methods alternate sequence by sequence (shared, noisy machine)
             res, secs, unfitted = run_method(runners[m], model, seq, batch_size)
             per_row[m].append(res)

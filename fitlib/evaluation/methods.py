@@ -41,10 +41,11 @@ LAYOUT = "coco17"
 class MethodInput:
     """What a method sees: N people's keypoints with their camera; ``gt`` only for the oracles."""
 
-    keypoints: torch.Tensor  # [N, 17, 3] COCO-17 (x px, y px, confidence)
+    keypoints: torch.Tensor  # [N, J, 3] in ``layout`` (x px, y px, confidence)
     K: torch.Tensor  # [N, 3, 3]
     image_size: tuple[int, int]  # (height, width) px
     gt: SMPLParams  # [N] ground truth in the camera frame
+    layout: str = LAYOUT  # the keypoints' layout
 
 
 @dataclass
@@ -72,7 +73,7 @@ def fitter_method(config: str | FitConfig, init: Method | None = None) -> Method
             fitters[id(model)] = Fitter(model, cfg)
         fitter = fitters[id(model)]
         start = None if init is None else init(model, inp)
-        out = fitter.fit(inp.keypoints, inp.K, LAYOUT, init=None if start is None else start.params,
+        out = fitter.fit(inp.keypoints, inp.K, inp.layout, init=None if start is None else start.params,
                          image_size=inp.image_size, world=None if start is None else start.world)
         return Prediction(out.params, out.fitted)
 
@@ -139,7 +140,7 @@ def regressor_method(checkpoint: str | None = None, world: float | None = None,
         if id(model) not in runners:
             runners[id(model)] = KeypointRegressor(net, model, header)
         w = None if world is None else simulated_world_landmarks(model, inp, world, world_flip)
-        pred = runners[id(model)].predict(inp.keypoints, inp.K, LAYOUT, world=w)
+        pred = runners[id(model)].predict(inp.keypoints, inp.K, inp.layout, world=w)
         return Prediction(pred.params, pred.fitted, w)
 
     return run

@@ -24,7 +24,8 @@ What varies (settings in :class:`DataConfig`, ``data:`` in a training YAML):
   per-point noise, scale and depth errors and inverted limbs);
 * 2D: the benchmark's detector-like corruption (:func:`fitlib.datasets.synthetic.corrupt_keypoints`:
   jitter scaled by the person's size, missed points, left/right limb swaps, low-confidence points with
-  larger errors, points outside the image dropped), with its rates drawn per image size group.
+  larger errors, points outside the image dropped), with its rates drawn per image size group; for a network
+  that reads foot points (``coco17_feet``), in BODY_25 with the feet present for ``p_feet`` of the samples.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ import roma
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from fitlib.body.layouts import WORLD_POINTS, convert_keypoints
+from fitlib.body.layouts import FEET_NAMES, WORLD_POINTS, convert_keypoints, get_layout
 from fitlib.body.model import BodyModel
 from fitlib.body.open_model import sample_plausible_poses
 from fitlib.body.skeleton import SMPL_JOINT_NAMES
@@ -110,6 +111,9 @@ class DataConfig(BaseModel):
     drop: tuple[float, float] = (0.0, 0.08)
     low_conf: tuple[float, float] = (0.0, 0.12)
     """Corruption rates, uniform per image-size group and batch (the benchmark uses 0.006, 0.03, 0.03, 0.06)."""
+    p_feet: float = Prob(0.5)
+    """For a network whose layout has foot points (``coco17_feet``): fraction of samples whose detector gave them
+    (the others have none, as from a COCO-17 detector); validation samples too. Unused for other layouts."""
     p_world: float = Prob(0.0)
     """Fraction of samples with simulated BlazePose world landmarks (for a network with ``world_landmarks``; the
     others have none, as when another detector gave the 2D); validation samples too."""
@@ -314,11 +318,13 @@ class SampleGenerator:
                          0.25 + 0.5 * torch.rand(B, 2, generator=g)) * hw.flip(-1)
         pelvis = torch.cat([(uv - K[:, :2, 2]) / f[:, None] * depth[:, None], depth[:, None]], -1)
         transl = pelvis - self.model.rest_joints(betas)[:, 0]
+        # detector-like 2D, through the benchmark's corruption: in OpenPose-18 (3DPW's poses2d), or BODY_25 for a
+        # network that reads foot points; then to the network's layout
+        det = get_layout("body25" if any(n in FEET_NAMES for n in get_layout(self.layout).names) else "openpose18")
         with torch.no_grad():
-            out = self.model(pose, betas, transl, layout="openpose18")
+            out = self.model(pose, betas, transl, layout=det.name)
         xy = project(out.keypoints, K)
-        # detector-like 2D, through the benchmark's corruption (OpenPose-18, then to the network's layout)
-        kp18 = np.zeros((B, 18, 3))
+        kp18 = np.zeros((B, len(det), 3))
         for i in np.unique(size_id):
             rows = np.nonzero(size_id == i)[0]
             if aug:
@@ -326,12 +332,15 @@ class SampleGenerator:
                                low_conf=rng.uniform(*cfg.low_conf))
             else:
                 c = Corruption()
-            kp18[rows] = corrupt_keypoints(xy[rows].double().numpy(), rng, c, IMAGE_SIZES[i])
+            kp18[rows] = corrupt_keypoints(xy[rows].double().numpy(), rng, c, IMAGE_SIZES[i], det.names)
         behind = out.keypoints[..., 2].numpy() < 0.1
         kp18[behind] = 0.0
-        kp = convert_keypoints(kp18, "openpose18", self.layout)
+        if det.name == "body25":  # a COCO-17 detector for the others: no foot points
+            feet = [det.index(n) for n in FEET_NAMES]
+            kp18[np.ix_(np.nonzero(rng.random(B) >= cfg.p_feet)[0], feet)] = 0.0
+        kp = convert_keypoints(kp18, det.name, self.layout)
         gt18 = np.concatenate([xy.double().numpy(), np.where(behind, 0.0, 1.0)[..., None]], -1)
-        gt2d = convert_keypoints(gt18, "openpose18", self.layout)
+        gt2d = convert_keypoints(gt18, det.name, self.layout)
         t = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
         ones = torch.ones(B, dtype=torch.bool)
         world = self._world(pose, betas, transl, rng) if cfg.p_world > 0 else None

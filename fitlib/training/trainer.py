@@ -53,6 +53,25 @@ def _pose_rows(out: RegressorOutput):
             out.cam.reshape(-1, 3), (I, B, H))
 
 
+def _grown_input(start: Regressor, net: Regressor, path) -> dict:
+    """``start``'s weights for ``net``; where ``net``'s layout is ``start``'s followed by more points (COCO-17, then
+    the feet of ``coco17_feet``), the keypoint encoder's input layer gets zero columns for them, so that ``net``
+    starts as ``start`` on people without those points."""
+    state = dict(start.state_dict())
+    old, new = start.config.layout, net.config.layout
+    if old == new or net.config.encoder != "keypoints" or start.config.encoder != "keypoints":
+        return state
+    a, b = get_layout(old).names, get_layout(new).names
+    if b[:len(a)] != a:
+        raise ValueError(f"{path}: its network reads layout {old!r}; the config's {new!r} does not start with its "
+                         f"points, so the input layer cannot be carried over")
+    w = state["encoder.inp.weight"]  # [hidden, 4 J]: (x, y, confidence, visible) per point, point after point
+    grown = torch.zeros(w.shape[0], 4 * len(b), dtype=w.dtype, device=w.device)
+    grown[:, :w.shape[1]] = w
+    state["encoder.inp.weight"] = grown
+    return state
+
+
 def predicted_keypoints(model: BodyModel, out: RegressorOutput, layout: str):
     """Joints [I, B, H, 24, 3] and layout keypoints [I, B, H, J, 3] (camera frame) of every estimate."""
     rot, betas, pelvis, _, (I, B, H) = _pose_rows(out)
@@ -316,8 +335,9 @@ def train(config, out: str | Path, body_model: BodyModel | str | Path | None = N
         start, _ = load_regressor(init_weights, dev)
         # a network without the world-landmark branch starts one with it (the branch starts at zero)
         adds_world = cfg.model.world_landmarks and not start.config.world_landmarks
+        state = _grown_input(start, net, init_weights)
         try:
-            missing, unexpected = net.load_state_dict(start.state_dict(), strict=False)
+            missing, unexpected = net.load_state_dict(state, strict=False)
         except RuntimeError as exc:  # shapes differ
             raise ValueError(f"{init_weights}: its network does not match the config's model settings ({exc})") from None
         if unexpected or any(not (adds_world and k.startswith("encoder.world_inp.")) for k in missing):

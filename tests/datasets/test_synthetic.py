@@ -2,6 +2,7 @@
 import pickle
 
 import numpy as np
+import pytest
 
 from fitlib.datasets.synthetic import make_synthetic
 
@@ -74,3 +75,28 @@ def test_simulated_world_landmarks_errors():
     assert np.allclose(flip[:, torso], exact[:, torso]) and np.allclose(flip[..., :2], exact[..., :2])
     knee, hip = ix("left_knee"), ix("left_hip")
     assert np.allclose(flip[:, knee, 2] - flip[:, hip, 2], -(exact[:, knee, 2] - exact[:, hip, 2]))
+
+
+def test_corruption_in_any_layout_swaps_a_leg_with_its_foot():
+    """corrupt_keypoints takes the points' names: in BODY_25 a swapped leg takes its foot points along, a point's
+    noise does not depend on the layout, and a name count that does not match is an error."""
+    from fitlib.body.layouts import get_layout
+    from fitlib.datasets.synthetic import Corruption, corrupt_keypoints
+
+    lay = get_layout("body25")
+    xy = np.random.default_rng(0).uniform(200, 800, (400, len(lay), 2))
+    out = corrupt_keypoints(xy, np.random.default_rng(1), Corruption(noise=0.0, swap=1.0, drop=0.0, low_conf=0.0),
+                            (1000, 1000), lay.names)
+    moved = np.linalg.norm(out[..., :2] - xy, axis=-1) > 1e-9  # [T, J]: swapped points
+    for side in ("left", "right"):
+        knee, ankle = lay.index(f"{side}_knee"), lay.index(f"{side}_ankle")
+        feet = [lay.index(f"{side}_{f}") for f in ("big_toe", "small_toe", "heel")]
+        legs = moved[:, knee] & moved[:, ankle]
+        assert legs.any() and (moved[legs][:, feet]).all()  # a swapped leg, its foot with it
+        assert not moved[~moved[:, ankle]][:, feet].any()  # feet move only with their leg
+    noisy = corrupt_keypoints(xy, np.random.default_rng(2), Corruption(swap=0.0, drop=0.0, low_conf=0.0),
+                              (1000, 1000), lay.names)
+    err = np.linalg.norm(noisy[..., :2] - xy, axis=-1)
+    assert err[:, lay.index("left_heel")].mean() == pytest.approx(err[:, lay.index("left_ankle")].mean(), rel=0.15)
+    with pytest.raises(ValueError, match="names 25"):
+        corrupt_keypoints(xy[:, :18], np.random.default_rng(1), Corruption(), (1000, 1000), lay.names)

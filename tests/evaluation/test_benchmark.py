@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from fitlib.datasets import threedpw
 from fitlib.datasets.synthetic import make_synthetic
@@ -14,6 +15,7 @@ from fitlib.evaluation.methods import method_factory
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import detect_3dpw  # noqa: E402
+import feet_detections  # noqa: E402  (benchmarks/feet_detections.py)
 import make_standin_model  # noqa: E402  (benchmarks/make_standin_model.py)
 import threedpw as threedpw_script  # noqa: E402  (benchmarks/threedpw.py, the command line)
 
@@ -76,6 +78,26 @@ def test_methods_fit_with_another_model(tiny_3dpw, tmp_path):
     assert s["gt"]["pa_mpjpe14"] > 2.0 and s["gt"]["gt2d_px"] > 1.0  # the same parameters, another body
     assert math.isfinite(s["gt"]["pve"])  # the same mesh topology
     assert s["default"]["reproj_px"] < 80.0 and s["default"]["pa_mpjpe14"] < 150.0
+
+
+def test_a_feet_detections_file_reaches_the_methods_in_its_layout(tiny_3dpw, tmp_path):
+    """A coco17_feet detections file: the sequence, the ground-truth points and the methods keep its 23 points (the
+    feet reach the fit), and its COCO-17 part is the set's own poses2d."""
+    root, files = tiny_3dpw
+    path = feet_detections.main(["--root", str(root), "--out", str(tmp_path / "feet.npz")])
+    with np.load(path) as f:
+        kp = {k: f[k] for k in f.files if k != "layout"}
+        assert str(f["layout"]) == "coco17_feet"
+    data = threedpw.load_sequence_file(files[0])
+    seq = threedpw.build_sequence(data, "open", kp, layout="coco17_feet")
+    plain = threedpw.build_sequence(data, "open")
+    assert seq.layout == "coco17_feet" and seq.keypoints.shape[1:] == (23, 3) and seq.gt_keypoints.shape[1] == 23
+    torch.testing.assert_close(seq.keypoints[:, :17], plain.keypoints, equal_nan=True)
+    assert (seq.keypoints[:, 17:, 2] > 0).any()
+    res = run_benchmark(root, keypoints=str(path), methods=["gt", "default"], verbose=False)
+    s = res["summary"]
+    assert s["gt"]["gt2d_px"] == pytest.approx(0.0, abs=1e-3) and 0.5 < s["gt"]["reproj_px"] < 40.0
+    assert s["default"]["reproj_px"] < 80.0 and math.isfinite(s["default"]["pa_mpjpe14"])
 
 
 def test_bad_inputs(tmp_path, tiny_3dpw):

@@ -163,3 +163,41 @@ def test_a_world_network_does_not_start_a_2d_config(open_model, tmp_path):
     train(world_cfg, tmp_path / "world", open_model, progress=False)
     with pytest.raises(ValueError, match="has the world-landmark branch: set model.world_landmarks: true"):
         train(TINY, tmp_path / "flat", open_model, progress=False, init_weights=tmp_path / "world" / "regressor.pt")
+
+
+def test_foot_samples_and_a_coco17_network_growing_feet(open_model, tmp_path):
+    """A network reading coco17_feet gets samples with the feet for p_feet of the people (simulated in BODY_25,
+    near the exact projections); a COCO-17 network starts it, unchanged on people without feet."""
+    from fitlib.camera import project
+    from fitlib.regression.checkpoint import load_regressor
+    from fitlib.training.trainer import _grown_input
+
+    gen = SampleGenerator(open_model, DataConfig(p_feet=0.5), layout="coco17_feet", seed=4)
+    b = gen.batch(0, 400)
+    feet = b.keypoints[:, 17:]
+    has = (feet[..., 2] > 0).any(-1)
+    assert b.keypoints.shape == (400, 23, 3) and 0.35 < has.float().mean() < 0.6  # some detections are dropped
+    exact = project(open_model(b.pose, b.betas, b.transl, layout="coco17_feet").keypoints, b.K)[:, 17:]
+    seen = feet[..., 2] > 0
+    err = (feet[..., :2] - exact).norm(dim=-1)[seen] / (b.gt_keypoints2d[..., :2].nan_to_num().amax(1)
+                                                        - b.gt_keypoints2d[..., :2].nan_to_num().amin(1)).norm(dim=-1)[:, None].expand(-1, 6)[seen]
+    assert err.median() < 0.05  # within a few % of the body's size (swaps and poor points aside)
+    assert not (SampleGenerator(open_model, DataConfig(p_feet=0.0), layout="coco17_feet", seed=4)
+                .batch(0, 50).keypoints[:, 17:, 2] > 0).any()
+
+    train(TINY, tmp_path / "flat", open_model, progress=False)
+    start, _ = load_regressor(tmp_path / "flat" / "regressor.pt")
+    cfg = start.config.model_copy(update={"layout": "coco17_feet"})
+    net = Regressor(cfg)
+    net.load_state_dict(_grown_input(start, net, "flat"))
+    net.eval()
+    kp17 = b.keypoints[:8, :17]
+    no_feet = torch.cat([kp17, torch.full((8, 6, 3), float("nan"))], 1)
+    with torch.no_grad():
+        a, c = start(kp17, b.K[:8]), net(no_feet, b.K[:8])
+    assert torch.allclose(a.rotmat[-1], c.rotmat[-1], atol=1e-6) and torch.allclose(a.pelvis[-1], c.pelvis[-1], atol=1e-6)
+    feet_cfg = {**TINY, "model": {**TINY["model"], "layout": "coco17_feet"}, "data": {"p_feet": 0.5}}
+    assert train(feet_cfg, tmp_path / "feet", open_model, progress=False,
+                 init_weights=tmp_path / "flat" / "regressor.pt")["step"] == 6
+    with pytest.raises(ValueError, match="cannot be carried over"):  # a feet network into a COCO-17 config
+        train(TINY, tmp_path / "b", open_model, progress=False, init_weights=tmp_path / "feet" / "regressor.pt")
