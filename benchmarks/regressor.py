@@ -36,7 +36,7 @@ def forward_speed(checkpoint: str | None = None, batch: int = 256, repeats: int 
     try:
         net, _ = load_regressor(checkpoint)
         g = torch.Generator().manual_seed(0)
-        kp = torch.rand(batch, 17, 3, generator=g) * torch.tensor([1080.0, 1920.0, 1.0])
+        kp = torch.rand(batch, len(net.layout), 3, generator=g) * torch.tensor([1080.0, 1920.0, 1.0])
         K = torch.tensor([[1962.0, 0, 540], [0, 1962, 960], [0, 0, 1]]).expand(batch, 3, 3)
         times = []
         with torch.no_grad():

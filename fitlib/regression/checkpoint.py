@@ -34,7 +34,7 @@ VERSION = 1
 """Bumped when the network's definition changes incompatibly."""
 MAX_BYTES = 256 << 20
 """Regressor files larger than this are refused before reading."""
-SHIPPED = "regressor_open_coco17.pt"
+SHIPPED = "regressor_open_coco17_feet.pt"
 """The shipped weights, in ``fitlib/regression/weights/``."""
 
 

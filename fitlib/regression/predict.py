@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from fitlib.body.layouts import conversion_matrix, convert_keypoints, get_layout
+from fitlib.body.layouts import FEET_NAMES, conversion_matrix, convert_keypoints, get_layout
 from fitlib.body.model import BodyModel, model_key, resolve_device, shared_body_model
 from fitlib.camera import project
 from fitlib.params import SMPLParams
@@ -72,6 +72,23 @@ def check_layout(layout: str, network_layout: str) -> None:
                          f"(fitlib.convert_keypoints) or fit without the regressor")
 
 
+def network_keypoints(keypoints: np.ndarray, layout, network_layout: str, min_confidence: float = 0.01) -> np.ndarray:
+    """[P, J_net, 3] ``keypoints`` [P, J, 3] of ``layout`` converted to the network's layout
+    (:func:`fitlib.convert_keypoints`), with a person's foot points all or none: someone missing any of them
+    (below ``min_confidence``, the network's threshold, or not given by the layout: MediaPipe-33 has heels but
+    no toes, BlazePose's ``coco17_feet`` no small toes) gives the network none, as from a COCO-17 detector.
+    The network learned feet from detectors that give all six: heels alone made its estimates 1.5 mm worse than
+    no feet on the synthetic set (benchmarks/RESULTS.md). The fit still uses every point the caller gave."""
+    src, dst = get_layout(layout), get_layout(network_layout)
+    out = convert_keypoints(keypoints, src, dst)
+    feet = [dst.index(n) for n in FEET_NAMES if n in dst.names]
+    if feet:
+        f = out[:, feet]
+        seen = np.isfinite(f).all(-1) & (np.nan_to_num(f[..., 2]) >= min_confidence) & (np.nan_to_num(f[..., 2]) > 0)
+        out[np.ix_(~seen.all(-1), feet)] = np.nan
+    return out
+
+
 class KeypointRegressor:
     """A trained regressor and the body model its parameters are posed with."""
 
@@ -108,7 +125,7 @@ class KeypointRegressor:
         if kp.ndim != 3 or kp.shape[1:] != (len(lay), 3):
             raise ValueError(f"keypoints for layout {lay.name!r} must have shape [P, {len(lay)}, 3], got {kp.shape}")
         check_layout(lay.name, self.layout)
-        net_kp = kp if lay.name == self.layout else convert_keypoints(kp, lay, self.layout)
+        net_kp = network_keypoints(kp, lay, self.layout, self.net.config.min_confidence)
         P = len(kp)
         dev, dtype = self.device, torch.float32
         Kt = torch.as_tensor(np.asarray(K.cpu() if isinstance(K, torch.Tensor) else K, dtype=np.float64), dtype=dtype)

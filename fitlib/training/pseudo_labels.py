@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fitlib.body.layouts import convert_keypoints
 from fitlib.body.model import BodyModel
 from fitlib.labels.store import LabelStore
+from fitlib.regression.predict import network_keypoints
 from fitlib.datasets.batch import Batch
 
 
@@ -32,7 +32,7 @@ class PseudoLabels:
             for lab in st.labels(valid_only=True):
                 if smpl_only and not lab.has_smpl:
                     continue
-                rows["kp"].append(convert_keypoints(lab.keypoints[None], lab.layout, layout)[0])
+                rows["kp"].append(network_keypoints(lab.keypoints[None], lab.layout, layout)[0])
                 rows["K"].append(lab.K)
                 rows["hw"].append(lab.image_size)
                 rows["pose"].append(lab.pose)

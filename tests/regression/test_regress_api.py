@@ -62,3 +62,20 @@ def test_regress_bad_input(data_dir, messi):
             fitlib.regress(img, messi.keypoints, checkpoint=bad)
         finally:
             bad.unlink(missing_ok=True)
+
+
+def test_the_network_reads_a_persons_feet_all_or_none(data_dir):
+    """BlazePose's foot points reach the network only when all six are there: its MediaPipe-33 output (heels, no
+    toes) and its coco17_feet output (no small toes) regress as their COCO-17 part; six given feet are read."""
+    img = fitlib.load_image(data_dir / "messi5.jpg")
+    mp = fitlib.detect(img, layout="mediapipe33")
+    coco = fitlib.convert_keypoints(mp.keypoints, "mediapipe33", "coco17")
+    one = fitlib.regress(img, coco)
+    feet = fitlib.detect(img, layout="coco17_feet").keypoints
+    assert (feet[:, [18, 21], 2] == 0).all() and (feet[:, [17, 19, 20, 22], 2] > 0).all()  # no small toes
+    for kp, lay in ((mp.keypoints, "mediapipe33"), (feet, "coco17_feet")):
+        np.testing.assert_allclose(fitlib.regress(img, kp, layout=lay).pose, one.pose, atol=1e-5)
+    feet = feet.copy()
+    feet[:, [18, 21]] = feet[:, [17, 20]] + np.array([-8.0, 0.0, 0.0])  # small toes beside the big ones
+    assert np.isfinite(feet).all() and (feet[..., 2] > 0).all()
+    assert np.abs(fitlib.regress(img, feet, layout="coco17_feet").pose - one.pose).max() > 1e-3

@@ -12,7 +12,8 @@ from fitlib.training.pseudo_labels import PseudoLabels
 def _config():
     return {"batch_size": 16, "epochs": 1, "steps_per_epoch": 4, "val_samples": 32, "checkpoint_every": 2,
             "log_every": 1, "loop": {"rounds": 1, "steps_per_round": 3, "pseudo_fraction": 0.5},
-            "model": {"world_landmarks": True}, "data": {"p_world": 0.75}}  # the shipped network's settings
+            "model": {"world_landmarks": True, "layout": "coco17_feet"},  # the shipped network's settings
+            "data": {"p_world": 0.75, "p_feet": 0.5}}
 
 
 def test_loop_trains_on_its_own_labels_and_resumes(tiny_3dpw, tmp_path, open_model):
