@@ -324,7 +324,7 @@ class SampleGenerator:
         with torch.no_grad():
             out = self.model(pose, betas, transl, layout=det.name)
         xy = project(out.keypoints, K)
-        kp18 = np.zeros((B, len(det), 3))
+        kp_det = np.zeros((B, len(det), 3))
         for i in np.unique(size_id):
             rows = np.nonzero(size_id == i)[0]
             if aug:
@@ -332,15 +332,15 @@ class SampleGenerator:
                                low_conf=rng.uniform(*cfg.low_conf))
             else:
                 c = Corruption()
-            kp18[rows] = corrupt_keypoints(xy[rows].double().numpy(), rng, c, IMAGE_SIZES[i], det.names)
+            kp_det[rows] = corrupt_keypoints(xy[rows].double().numpy(), rng, c, IMAGE_SIZES[i], det.names)
         behind = out.keypoints[..., 2].numpy() < 0.1
-        kp18[behind] = 0.0
+        kp_det[behind] = 0.0
         if det.name == "body25":  # a COCO-17 detector for the others: no foot points
             feet = [det.index(n) for n in FEET_NAMES]
-            kp18[np.ix_(np.nonzero(rng.random(B) >= cfg.p_feet)[0], feet)] = 0.0
-        kp = convert_keypoints(kp18, det.name, self.layout)
-        gt18 = np.concatenate([xy.double().numpy(), np.where(behind, 0.0, 1.0)[..., None]], -1)
-        gt2d = convert_keypoints(gt18, det.name, self.layout)
+            kp_det[np.ix_(np.nonzero(rng.random(B) >= cfg.p_feet)[0], feet)] = 0.0
+        kp = convert_keypoints(kp_det, det.name, self.layout)
+        gt_det = np.concatenate([xy.double().numpy(), np.where(behind, 0.0, 1.0)[..., None]], -1)
+        gt2d = convert_keypoints(gt_det, det.name, self.layout)
         t = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
         ones = torch.ones(B, dtype=torch.bool)
         world = self._world(pose, betas, transl, rng) if cfg.p_world > 0 else None
