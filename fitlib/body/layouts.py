@@ -83,7 +83,8 @@ WORLD_HIPS: tuple[int, int] = (WORLD_POINTS.index("left_hip"), WORLD_POINTS.inde
 """The hips' rows in ``world19``: world landmarks are relative to their midpoint."""
 
 
-def _mirror(name: str) -> str:
+def mirror_name(name: str) -> str:
+    """The name of a point's mirror image (``"left_knee"`` <-> ``"right_knee"``; a central point keeps its name)."""
     for a, b in (("left", "right"), ("right", "left")):
         if a in name:
             return name.replace(a, b)
@@ -126,7 +127,7 @@ def _make(name: str, names: tuple[str, ...], edges=None, extra_limbs=()) -> Keyp
     pos = {n: i for i, n in enumerate(names)}
     if edges is None:
         edges = tuple((pos[a], pos[b]) for a, b in (*_LIMBS, *extra_limbs) if a in pos and b in pos)
-    flip = tuple(pos.get(_mirror(n), i) for i, n in enumerate(names))
+    flip = tuple(pos.get(mirror_name(n), i) for i, n in enumerate(names))
     return KeypointLayout(name, names, edges, flip)
 
 

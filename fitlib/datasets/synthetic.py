@@ -36,7 +36,7 @@ import numpy as np
 import roma
 import torch
 
-from fitlib.body.layouts import get_layout
+from fitlib.body.layouts import get_layout, mirror_name
 from fitlib.body.model import BodyModel, load_body_model
 from fitlib.camera import project
 from fitlib.datasets.mocap import EVAL_CLIPS, load_mocap
@@ -118,7 +118,7 @@ def corrupt_keypoints(xy: np.ndarray, rng: np.random.Generator, corruption: Corr
         raise ValueError(f"xy has {J} points per frame, names {len(names)}")
     c = corruption
     h, w = image_size
-    spread = np.array([_SPREAD[_point_kind(n)] for n in names]) / _SPREAD_MEAN
+    spread = np.array([_SPREAD[n.split("_")[-1]] for n in names]) / _SPREAD_MEAN
     diag = np.linalg.norm(xy.max(1) - xy.min(1), axis=-1)  # [T]
     sigma = c.noise * diag[:, None] * spread[None]  # [T, J] px
     conf = rng.uniform(*c.conf_range, size=(T, J))
@@ -129,23 +129,14 @@ def corrupt_keypoints(xy: np.ndarray, rng: np.random.Generator, corruption: Corr
     idx = {n: i for i, n in enumerate(names)}
     for t in np.nonzero(rng.random(T) < c.swap)[0]:
         right, left = _SWAP_LIMBS[rng.integers(len(_SWAP_LIMBS))]
-        r = [idx[n] for n in right if n in idx and _mirror_name(n) in idx]
-        l_ = [idx[_mirror_name(names[i])] for i in r]
+        r = [idx[n] for n in right if n in idx and mirror_name(n) in idx]
+        l_ = [idx[mirror_name(names[i])] for i in r]
         out[t, r + l_] = out[t, l_ + r]
     inside = (out[..., 0] >= 0) & (out[..., 0] < w) & (out[..., 1] >= 0) & (out[..., 1] < h)
     keep = inside & (rng.random((T, J)) >= c.drop)
     res = np.concatenate([out, conf[..., None]], -1)
     res[~keep] = 0.0
     return res
-
-
-def _point_kind(name: str) -> str:
-    """``"left_big_toe"`` -> ``"toe"``, ``"right_elbow"`` -> ``"elbow"`` (the key of :data:`_SPREAD`)."""
-    return name.split("_")[-1]
-
-
-def _mirror_name(name: str) -> str:
-    return "left" + name[len("right"):] if name.startswith("right") else name
 
 
 @dataclass

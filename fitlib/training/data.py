@@ -142,6 +142,9 @@ class SampleGenerator:
     def __init__(self, model: BodyModel, config: DataConfig | None = None, split: str = "train",
                  layout: str = "coco17", seed: int = 0, extra_poses: torch.Tensor | None = None) -> None:
         self.model, self.config, self.layout, self.seed = model, config or DataConfig(), layout, seed
+        # the layout the 2D corruption is simulated in: 3DPW's OpenPose-18, or BODY_25 for a network reading feet
+        self.detector_layout = get_layout("body25" if any(n in FEET_NAMES for n in get_layout(layout).names)
+                                          else "openpose18")
         cfg = self.config
         bad = [c for c in cfg.val_clips if c not in TRAIN_CLIPS]
         if bad:
@@ -318,9 +321,8 @@ class SampleGenerator:
                          0.25 + 0.5 * torch.rand(B, 2, generator=g)) * hw.flip(-1)
         pelvis = torch.cat([(uv - K[:, :2, 2]) / f[:, None] * depth[:, None], depth[:, None]], -1)
         transl = pelvis - self.model.rest_joints(betas)[:, 0]
-        # detector-like 2D, through the benchmark's corruption: in OpenPose-18 (3DPW's poses2d), or BODY_25 for a
-        # network that reads foot points; then to the network's layout
-        det = get_layout("body25" if any(n in FEET_NAMES for n in get_layout(self.layout).names) else "openpose18")
+        # detector-like 2D, through the benchmark's corruption in the detector layout, then to the network's layout
+        det = self.detector_layout
         with torch.no_grad():
             out = self.model(pose, betas, transl, layout=det.name)
         xy = project(out.keypoints, K)
