@@ -9,7 +9,8 @@ What varies (settings in :class:`DataConfig`, ``data:`` in a training YAML):
 * pose: a mocap frame of the training clips (``load_mocap("train")`` minus the validation clips: the
   held-out ``EVAL_CLIPS`` are never read here), or the limbs and spine of several frames mixed (each
   group a real frame's, so within the joints' ranges), or a random plausible pose
-  (:func:`fitlib.body.open_model.sample_plausible_poses`); mirrored left/right half the time
+  (:func:`fitlib.body.open_model.sample_plausible_poses`, or within the joints' anatomical ranges of motion,
+  :func:`fitlib.body.range_of_motion.sample_anatomical_poses`); mirrored left/right half the time
   (:func:`fitlib.datasets.mocap.mirror_pose`); the joints mocap does not measure (wrists, hands, head,
   collars, feet) get small random rotations;
 * orientation: any heading, the body's own pitch/roll plus a random tilt, a camera looking up or down
@@ -38,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from fitlib.body.layouts import FEET_NAMES, WORLD_POINTS, convert_keypoints, get_layout
 from fitlib.body.model import BodyModel
 from fitlib.body.open_model import sample_plausible_poses
+from fitlib.body.range_of_motion import sample_anatomical_poses
 from fitlib.body.skeleton import SMPL_JOINT_NAMES
 from fitlib.camera import project
 from fitlib.datasets.batch import Batch
@@ -79,6 +81,10 @@ class DataConfig(BaseModel):
     """The rest (1 - p_mocap - p_mixed) are random plausible poses."""
     random_pose_scale: tuple[float, float] = (0.3, 1.0)
     """Random poses: sample_plausible_poses scaled by U(lo, hi)."""
+    p_anatomical: float = Prob(0.0)
+    """Of the random poses, this fraction are drawn within the joints' anatomical ranges of motion
+    (:func:`fitlib.body.range_of_motion.sample_anatomical_poses`: lopsided like real joints, so a thigh swings
+    far forwards but little backwards) instead of about random axes (sample_plausible_poses, ``wide_scale``)."""
     p_prior: float = Prob(0.15)
     """Of the random poses, this fraction are samples of the shipped pose prior's mixture (new combinations
     near the training motion) instead of sample_plausible_poses."""
@@ -256,6 +262,12 @@ class SampleGenerator:
                     rp[:, idx] = rp[:, idx] * torch.where(wide, s_g, scale)
                 others = torch.tensor([j for j in range(24) if all(j not in w for w in self.wide_groups)])
                 rp[:, others] = rp[:, others] * scale
+            if cfg.p_anatomical > 0:
+                anat = torch.rand(n_rand, generator=g) < cfg.p_anatomical
+                n_anat = int(anat.sum())
+                if n_anat:
+                    ga = torch.Generator().manual_seed(int(rng.integers(2**31)))
+                    rp[anat] = sample_anatomical_poses(n_anat, ga, dtype=rp.dtype)
             if cfg.p_prior > 0:
                 prior = torch.rand(n_rand, generator=g) < cfg.p_prior
                 n_prior = int(prior.sum())
