@@ -201,3 +201,22 @@ def test_foot_samples_and_a_coco17_network_growing_feet(open_model, tmp_path):
                  init_weights=tmp_path / "flat" / "regressor.pt")["step"] == 6
     with pytest.raises(ValueError, match="cannot be carried over"):  # a feet network into a COCO-17 config
         train(TINY, tmp_path / "b", open_model, progress=False, init_weights=tmp_path / "feet" / "regressor.pt")
+
+
+def test_anatomical_random_poses(open_model):
+    """With every pose random and p_anatomical 1, the samples' poses are the anatomical sampler's: no thigh
+    swings more than 40° backwards (about random axes, some do); p_anatomical 0 leaves the samples as they were."""
+    def backwards(p_anatomical):
+        cfg = DataConfig(p_mocap=0.0, p_mixed=0.0, p_prior=0.0, p_mirror=0.0, p_anatomical=p_anatomical)
+        batch = SampleGenerator(open_model, cfg, seed=6).batch(0, 512)
+        pose = batch.pose.clone()
+        pose[:, 0] = 0  # in the pelvis frame
+        j = open_model(pose, batch.betas).joints
+        thigh = j[:, [4, 5]] - j[:, [1, 2]]  # hips to knees
+        return float((torch.atan2(thigh[..., 2], -thigh[..., 1]) < -np.radians(40)).float().mean()), batch.pose
+
+    anatomical, _ = backwards(1.0)
+    axes, axes_pose = backwards(0.0)
+    assert anatomical == 0 and axes > 0.005
+    default = SampleGenerator(open_model, DataConfig(p_mocap=0.0, p_mixed=0.0, p_prior=0.0, p_mirror=0.0), seed=6)
+    assert torch.equal(default.batch(0, 512).pose, axes_pose)
