@@ -7,8 +7,9 @@ synthetic one of ``make_synthetic.py``) and then asks:
 * of the segments the truth has well out of the image plane (depth over length above ``--deep``), how many
   point the right way in the fit;
 * what PA-MPJPE-14 the fits would reach with each limb's two depth signs taken from the truth (each segment
-  mirrored in depth about the view ray through its upper joint, which keeps its 2D to first order: a ceiling
-  for anything that picks depth signs, not a method);
+  mirrored in depth about the view ray through its upper joint; that keeps its 2D under weak perspective, and
+  in perspective moves it by the segment's image length times its change in depth over the distance (up to
+  5 % of the person's height at 4 m, tested): a ceiling for anything that picks depth signs, not a method);
 * and with them picked by the fitter's pose prior (the mixture's NLL plus the knee/elbow bend penalty),
   the information a 2D fit has.
 
@@ -133,8 +134,8 @@ def main() -> None:
                 r["deep"].append(deep)
                 r["right"].append(deep & (torch.sign(share) == torch.sign(gt_share)))
         print(f"{path.stem}: {n} people", flush=True)
-    print(f"\n| method | PA-MPJPE-14 (mm) | deep segments the right way | depth signs from the truth (ceiling) "
-          f"| depth signs by the pose prior |\n|---|---|---|---|---|")
+    print("\n| method | PA-MPJPE-14 (mm) | deep segments the right way | depth signs from the truth (ceiling) "
+          "| depth signs by the pose prior |\n|---|---|---|---|---|")
     for name, r in rows.items():
         c = {k: torch.cat(v) for k, v in r.items()}
         right = float(c["right"].sum() / c["deep"].sum())

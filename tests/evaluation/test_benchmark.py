@@ -14,6 +14,7 @@ from fitlib.evaluation.benchmark import METRICS, run_benchmark
 from fitlib.evaluation.methods import method_factory
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import depth_signs  # noqa: E402  (benchmarks/depth_signs.py)
 import detect_3dpw  # noqa: E402
 import feet_detections  # noqa: E402  (benchmarks/feet_detections.py)
 import make_standin_model  # noqa: E402  (benchmarks/make_standin_model.py)
@@ -152,3 +153,50 @@ def test_detections_file_feeds_the_benchmark(tmp_path):
     np.savez_compressed(out, layout=np.array("coco17"), **tracks)
     res = run_benchmark(root, keypoints=str(out), methods=["gt"], verbose=False)
     assert res["summary"]["gt"]["reproj_px"] < 1e-3  # the file's keypoints are the true projections
+
+
+def test_depth_sign_variants_mirror_a_segment_and_keep_its_2d(open_model):
+    """benchmarks/depth_signs.py: each variant of a limb mirrors its segments in depth (their depth shares change
+    sign), moves the limb's 2D by a few pixels at most and leaves the rest of the body untouched."""
+    from fitlib.camera import project
+    from fitlib.datasets.mocap import load_mocap
+
+    clip = load_mocap("train")["walk"]
+    n = 6
+    pose = torch.as_tensor(clip.poses[::len(clip.poses) // n][:n], dtype=torch.float32).clone()
+    pose[:, :3] = torch.tensor([np.pi, 0.0, 0.0])  # facing the camera, upright (OpenCV axes)
+    betas, transl = torch.zeros(n, 10), torch.tensor([[0.0, 0.2, 4.0]]).expand(n, 3)
+    K = torch.tensor([[1000.0, 0, 500], [0, 1000.0, 500], [0, 0, 1]])
+    # bend the left elbow and knee so that both segments of those limbs leave the image plane
+    pose[:, 3 * 16:3 * 16 + 3] = torch.tensor([0.0, 0.6, 0.0])
+    joints = open_model(pose, betas, transl).joints
+    share, xy = depth_signs.depth_share(joints), project(joints, K)
+    tall = float((xy[..., 1].max(-1).values - xy[..., 1].min(-1).values).min())  # px, ~400
+    for li, limb in enumerate(depth_signs.LIMBS[:2]):
+        variants = depth_signs.limb_variants(open_model, pose, betas, transl, limb)
+        assert torch.equal(variants[0], pose)
+        for k, (up, low) in enumerate([(False, True), (True, False), (True, True)], start=1):
+            j = open_model(variants[k], betas, transl).joints
+            s_k = depth_signs.depth_share(j)
+            expect = share.clone()
+            if up:
+                expect[:, 2 * li] = -share[:, 2 * li]
+            if low:
+                expect[:, 2 * li + 1] = -share[:, 2 * li + 1]
+            assert torch.allclose(s_k, expect, atol=0.06), (limb, k)
+            moved = (project(j, K) - xy)[:, list(limb)].norm(dim=-1)  # px
+            # exact under weak perspective; in perspective off by the segment's image length x its depth change / distance
+            assert moved.max() < 0.06 * tall and moved.mean() < 0.02 * tall
+            others = [i for i in range(24) if not _below(i, limb[0])]
+            assert torch.allclose(j[:, others], joints[:, others], atol=1e-5)
+
+
+def _below(joint: int, ancestor: int) -> bool:
+    """Whether ``joint`` is in the kinematic subtree under ``ancestor`` (not ``ancestor`` itself)."""
+    from fitlib.body.skeleton import SMPL_PARENTS
+
+    while joint >= 0:
+        joint = SMPL_PARENTS[joint]
+        if joint == ancestor:
+            return True
+    return False
