@@ -50,8 +50,6 @@ plane (negative: across the midline). Shoulder: the upper arm may point anywhere
 the frontal plane, and across the midline only in front of the body. Knee and ankle signs as SMPL's (knee
 flexion: positive about x; ankle: positive x is plantar flexion)."""
 
-_BOX = ("spine", "neck", "head", "collar", "ankle", "foot", "wrist", "hand")
-
 
 def _kind(name: str) -> str:
     return name.split("_")[-1].rstrip("123")

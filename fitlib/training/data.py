@@ -87,7 +87,7 @@ class DataConfig(BaseModel):
     far forwards but little backwards) instead of about random axes (sample_plausible_poses, ``wide_scale``)."""
     p_prior: float = Prob(0.15)
     """Of the random poses, this fraction are samples of the shipped pose prior's mixture (new combinations
-    near the training motion) instead of sample_plausible_poses."""
+    near the training motion) instead (of either sampler's poses)."""
     wide_scale: tuple[float, float, float, float] | None = (1.8, 2.5, 1.4, 1.3)
     """Random poses: the upper bound of U(lo, this) per group, legs (hips, ankles), shoulders, knees, elbows,
     so that hips reach ~90° (kicks), shoulders ~150° (arms overhead), knees ~140°, elbows ~145° (half the
