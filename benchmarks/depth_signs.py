@@ -27,7 +27,7 @@ import torch
 
 from fitlib.body.model import BodyModel, load_body_model
 from fitlib.body.priors import angle_prior, load_pose_prior
-from fitlib.body.skeleton import SMPL_JOINT_NAMES, SMPL_PARENTS, global_rotations
+from fitlib.body.skeleton import SMPL_JOINT_NAMES, SMPL_PARENTS, global_rotations, swing_rotvec
 from fitlib.datasets.threedpw import build_sequence, load_sequence_file
 from fitlib.evaluation import metrics
 from fitlib.evaluation.methods import MethodInput, method_factory
@@ -42,11 +42,7 @@ def _turn_bone(model: BodyModel, pose, betas, transl, parent: int, child: int, t
     """Poses [n, 72] with joint ``parent`` turned (along the shortest arc, its subtree with it) so that the bone to
     ``child`` points along ``target`` [n, 3]."""
     joints = model(pose, betas, transl).joints
-    a = torch.nn.functional.normalize(joints[:, child] - joints[:, parent], dim=-1)
-    b = torch.nn.functional.normalize(target, dim=-1)
-    axis = torch.cross(a, b, dim=-1)
-    turn = roma.rotvec_to_rotmat(torch.nn.functional.normalize(axis, dim=-1)
-                                 * torch.atan2(axis.norm(dim=-1), (a * b).sum(-1))[:, None])
+    turn = roma.rotvec_to_rotmat(swing_rotvec(joints[:, child] - joints[:, parent], target))
     local = roma.rotvec_to_rotmat(pose.reshape(-1, 24, 3)).clone()
     up = global_rotations(pose)[:, SMPL_PARENTS[parent]]
     local[:, parent] = up.transpose(-1, -2) @ turn @ up @ local[:, parent]

@@ -24,7 +24,7 @@ import math
 import roma
 import torch
 
-from fitlib.body.skeleton import NUM_JOINTS, SMPL_JOINT_NAMES
+from fitlib.body.skeleton import NUM_JOINTS, SMPL_JOINT_NAMES, swing_rotvec
 
 RANGES_DEG: dict[str, dict[str, tuple[float, float]]] = {
     # ball joints: where the bone may point (see _hip_ok / _shoulder_ok) and the twist about it
@@ -61,13 +61,14 @@ def _uniform(lo_hi: tuple[float, float], n: int, g: torch.Generator | None, dtyp
 
 
 def _directions(n: int, ok, g: torch.Generator | None, dtype) -> torch.Tensor:
-    """[n, 3] unit vectors uniform over the region ``ok`` ([m, 3] -> [m] bool) of the sphere (rejection)."""
+    """[n, 3] directions uniform over the region ``ok`` (unit [m, 3] -> [m] bool) of the sphere, by rejection; the
+    Gaussian draws themselves, not normalised (:func:`~fitlib.body.skeleton.swing_rotvec` normalises once)."""
     out, have = [], 0
     while have < n:
-        u = torch.nn.functional.normalize(torch.randn(2 * n + 8, 3, generator=g, dtype=dtype), dim=-1)
-        u = u[ok(u)]
-        out.append(u)
-        have += len(u)
+        d = torch.randn(2 * n + 8, 3, generator=g, dtype=dtype)
+        d = d[ok(torch.nn.functional.normalize(d, dim=-1))]
+        out.append(d)
+        have += len(d)
     return torch.cat(out)[:n]
 
 
@@ -88,13 +89,10 @@ def _shoulder_ok(u: torch.Tensor) -> torch.Tensor:
 
 
 def _swing_twist(rest: torch.Tensor, u: torch.Tensor, twist: torch.Tensor) -> torch.Tensor:
-    """[n, 3] rotation vectors turning the bone from its rest direction ``rest`` [3] to ``u`` [n, 3] along the
-    shortest arc, after a twist of ``twist`` [n] rad about the rest direction."""
-    rest = rest.to(u).expand_as(u)
-    axis = torch.cross(rest, u, dim=-1)
-    angle = torch.atan2(axis.norm(dim=-1), (rest * u).sum(-1))
-    swing = torch.nn.functional.normalize(axis, dim=-1) * angle[:, None]
-    return roma.rotvec_composition([swing, rest * twist[:, None]])
+    """[n, 3] rotation vectors turning the bone from its rest direction ``rest`` [3] (unit) to the direction ``u``
+    [n, 3] along the shortest arc, after a twist of ``twist`` [n] rad about the rest direction."""
+    rest = rest.to(u)
+    return roma.rotvec_composition([swing_rotvec(rest, u), rest * twist[:, None]])
 
 
 def _left_joint(kind: str, n: int, g: torch.Generator | None, dtype) -> torch.Tensor:

@@ -50,3 +50,21 @@ def global_rotations(pose: torch.Tensor) -> torch.Tensor:
     for j in range(1, NUM_JOINTS):
         glob.append(glob[SMPL_PARENTS[j]] @ rot[..., j, :, :])
     return torch.stack(glob, dim=-3)
+
+
+def swing_rotvec(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The smallest rotation taking direction ``u`` to direction ``v`` (about their common normal), as rotation
+    vectors [..., 3] (radians); no turn (to rounding) for parallel directions, and none either for opposite ones,
+    where the axis is not defined.
+
+    Args:
+        u, v: [..., 3] directions, any length (broadcast against each other).
+    """
+    u, v = torch.broadcast_tensors(_unit(u), _unit(v))
+    axis = torch.cross(u, v, dim=-1)
+    angle = torch.atan2(axis.norm(dim=-1), (u * v).sum(-1))
+    return _unit(axis) * angle[..., None]
+
+
+def _unit(v: torch.Tensor) -> torch.Tensor:
+    return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)

@@ -28,7 +28,7 @@ import numpy as np
 import roma
 import torch
 
-from fitlib.body.skeleton import NUM_JOINTS, SMPL_JOINT_NAMES, SMPL_PARENTS, global_rotations
+from fitlib.body.skeleton import NUM_JOINTS, SMPL_JOINT_NAMES, SMPL_PARENTS, global_rotations, swing_rotvec
 
 __all__ = [
     "MocapClip", "DEEPMIMIC_CLIPS", "HOLOSOMA_CLIPS", "TRAIN_CLIPS", "EVAL_CLIPS", "OBSERVED_JOINTS",
@@ -138,10 +138,7 @@ def _triad(rest_a: torch.Tensor, rest_b: torch.Tensor, obs_a: torch.Tensor, obs_
 
 def _swing(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Smallest rotation [..., 3, 3] taking direction u to direction v."""
-    u, v = torch.broadcast_tensors(_normalize(u), _normalize(v))
-    axis = torch.cross(u, v, dim=-1)
-    angle = torch.atan2(axis.norm(dim=-1), (u * v).sum(-1))
-    return roma.rotvec_to_rotmat(_normalize(axis) * angle[..., None])
+    return roma.rotvec_to_rotmat(swing_rotvec(u, v))
 
 
 def _rotate(rot: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
