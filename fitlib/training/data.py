@@ -8,7 +8,8 @@ What varies (settings in :class:`DataConfig`, ``data:`` in a training YAML):
 
 * pose: a mocap frame of the training clips (``load_mocap("train")`` minus the validation clips: the
   held-out ``EVAL_CLIPS`` are never read here), or the limbs and spine of several frames mixed (each
-  group a real frame's, so within the joints' ranges), or a random plausible pose
+  group a real frame's, so within the joints' ranges; or, for ``p_anatomical_limbs`` of the arms and legs, a
+  limb drawn within its joints' anatomical ranges of motion on a real body), or a random plausible pose
   (:func:`fitlib.body.open_model.sample_plausible_poses`, or within the joints' anatomical ranges of motion,
   :func:`fitlib.body.range_of_motion.sample_anatomical_poses`); mirrored left/right half the time
   (:func:`fitlib.datasets.mocap.mirror_pose`); the joints mocap does not measure (wrists, hands, head,
@@ -85,6 +86,9 @@ class DataConfig(BaseModel):
     """Of the random poses, this fraction are drawn within the joints' anatomical ranges of motion
     (:func:`fitlib.body.range_of_motion.sample_anatomical_poses`: lopsided like real joints, so a thigh swings
     far forwards but little backwards) instead of about random axes (sample_plausible_poses, ``wide_scale``)."""
+    p_anatomical_limbs: float = Prob(0.0)
+    """Of the mixed frames' arms and legs, this fraction are drawn within the joints' anatomical ranges of motion
+    instead of from another frame (the rest of the body stays a real frame's: an unusual limb on a real body)."""
     p_prior: float = Prob(0.15)
     """Of the random poses, this fraction are samples of the shipped pose prior's mixture (new combinations
     near the training motion) instead (of either sampler's poses)."""
@@ -245,6 +249,12 @@ class SampleGenerator:
             pose[rows[:, None], idx[None]] = src[rows[:, None], idx[None]]
             if gi == self.spine_group:
                 pose[rows, 0] = src[rows, 0]
+            elif cfg.p_anatomical_limbs > 0:  # a limb within its joints' ranges of motion instead
+                anat = torch.nonzero(mixed & (torch.rand(B, generator=g) < cfg.p_anatomical_limbs)).flatten()
+                if len(anat):
+                    ga = torch.Generator().manual_seed(int(rng.integers(2**31)))
+                    limb = sample_anatomical_poses(len(anat), ga, dtype=pose.dtype)
+                    pose[anat[:, None], idx[None]] = limb[:, idx]
         if cfg.mocap_jitter > 0:
             jit = torch.randn(B, len(self.observed), 3, generator=g) * cfg.mocap_jitter
             pose[:, self.observed] = roma.rotvec_composition([pose[:, self.observed], jit])

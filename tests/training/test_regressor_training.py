@@ -220,3 +220,26 @@ def test_anatomical_random_poses(open_model):
     assert anatomical == 0 and axes > 0.005
     default = SampleGenerator(open_model, DataConfig(p_mocap=0.0, p_mixed=0.0, p_prior=0.0, p_mirror=0.0), seed=6)
     assert torch.equal(default.batch(0, 512).pose, axes_pose)
+
+
+def test_anatomical_limbs_on_real_frames(open_model):
+    """With every pose mixed and p_anatomical_limbs 1, most knees are no training frame's (the anatomical sampler's)
+    while every spine is a real frame's; p_anatomical_limbs 0 leaves the samples as they were (every group a real
+    frame's, or its mirror image)."""
+    from fitlib.datasets.mocap import mirror_pose
+
+    plain = dict(p_mocap=0.0, p_mixed=1.0, mocap_jitter=0.0, p_mirror=0.0, unobserved_scale=0.0)
+    default = SampleGenerator(open_model, DataConfig(**plain), seed=4)
+    limbs = SampleGenerator(open_model, DataConfig(**plain, p_anatomical_limbs=1.0), seed=4)
+    real = default.poses.reshape(-1, 72)
+    real = torch.cat([real, mirror_pose(real)]).reshape(-1, 24, 3)
+    knee, spine = 4, 6  # left_knee, spine3
+
+    def in_real(rows, j):  # [B] bool: the joint's rotation is some real (or mirrored) frame's
+        return (rows[:, None, j] - real[None, :, j]).abs().amax(-1).lt(1e-6).any(-1)
+
+    a, b = default.batch(0, 128).pose, limbs.batch(0, 128).pose
+    assert in_real(a, knee).all() and in_real(a, spine).all()
+    mixed_knee = ~in_real(b, knee)
+    assert mixed_knee.float().mean() > 0.7 and in_real(b, spine).all()  # 80 % of the groups are mixed in
+    assert torch.equal(SampleGenerator(open_model, DataConfig(**plain), seed=4).batch(0, 128).pose, a)
