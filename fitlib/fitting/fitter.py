@@ -407,9 +407,11 @@ class Fitter:
     def _refine(self, params: SMPLParams, targets: Targets, xy, usable, layout: KeypointLayout,
                 free_heading: bool, betas_given: bool, world: torch.Tensor | None = None, turn: bool = True):
         """The refine path (:mod:`fitlib.fitting.refine`) from each person's estimate, also from the turned
-        body where front and back are ambiguous (or from the config's headings without an orientation);
-        each person keeps the start of lowest final loss (``turn`` False: each estimate as it is, for the
-        regressor's own estimates). ``world`` [P, 33, 3]: world landmarks for the 3D term.
+        body where front and back are ambiguous (or from the config's headings without an orientation): a
+        person with several starts runs each for ``refine.screen_iterations`` and goes on from the one of
+        lowest loss, a person with one start goes straight on, so both get at most ``refine.max_iterations``
+        after the screening (``turn`` False: each estimate as it is, for the regressor's own estimates).
+        ``world`` [P, 33, 3]: world landmarks for the 3D term.
         Returns (params, loss, converged, iterations)."""
         cfg = self.config
         if turn or free_heading:
@@ -428,19 +430,23 @@ class Fitter:
         if not betas_given:  # the pull is towards a caller's estimate, not towards the fitter's own mean shape
             weights.pop("init_shape", None)
         sigma = cfg.refine.robust_sigma or cfg.robust_sigma
-        objective = RefineObjective(self.model, layout, weights, sigma, self.priors, rt, cfg.refine.world_sigma)
+        objective_for = lambda t: RefineObjective(self.model, layout, weights, sigma, self.priors, t,  # noqa: E731
+                                                  cfg.refine.world_sigma)
         settings = LMSettings(max_iterations=cfg.refine.max_iterations, damping=cfg.refine.damping,
                               ftol=cfg.refine.ftol, xtol=cfg.refine.xtol)
         x = pack(starts)
         iters = torch.zeros(len(params), dtype=torch.long, device=self.device)
-        if len(owner) > len(params):  # several starts for some people: screen them briefly, keep each one's best
-            with threads_for(len(x), self.device, cfg):
-                screen = refine(objective, x, dataclasses.replace(settings, max_iterations=cfg.refine.screen_iterations))
-            iters.index_add_(0, owner, screen.iterations)
-            pick = best_per_owner(screen.loss, owner)
-            objective = RefineObjective(self.model, layout, weights, sigma, self.priors, rt.index(pick),
-                                        cfg.refine.world_sigma)
-            x = screen.x[pick]
+        pick = torch.arange(len(owner), device=self.device)
+        if len(owner) > len(params):  # several starts for some people: screen theirs briefly, keep each one's best
+            several = torch.nonzero((torch.bincount(owner, minlength=len(params)) > 1)[owner]).flatten()
+            with threads_for(len(several), self.device, cfg):
+                screen = refine(objective_for(rt.index(several)), x[several],
+                                dataclasses.replace(settings, max_iterations=cfg.refine.screen_iterations))
+            iters.index_add_(0, owner[several], screen.iterations)
+            loss = torch.zeros(len(owner), dtype=x.dtype, device=self.device)  # a single start is its owner's best
+            loss[several], x = screen.loss, x.index_copy(0, several, screen.x)
+            pick = best_per_owner(loss, owner)
+        objective, x = objective_for(rt.index(pick)), x[pick]
         with threads_for(len(x), self.device, cfg):
             res = refine(objective, x, settings)
         return unpack(res.x).clone(), res.loss, res.converged, iters + res.iterations

@@ -111,7 +111,7 @@ def test_refines_noisy_estimates(open_model):
     out = Fitter(open_model).fit(kp, K, LAYOUT, init=start, image_size=(1080, 1920))
     pa = lambda p: 1000 * pa_mpjpe(lsp14(open_model(p.pose, p.betas, p.transl).joints.double()),  # noqa: E731
                                    lsp14(joints.double()))
-    assert out.fitted.all() and out.converged.float().mean() > 0.8
+    assert out.fitted.all() and out.converged.float().mean() > 0.7  # the others used their 6 iterations
     assert float(pa(out.params).mean()) < 0.6 * float(pa(start).mean())
     assert float(out.reprojection_error.median()) < 4.0
     assert (out.iterations <= 2 * load_config().refine.max_iterations).all()
@@ -221,6 +221,31 @@ def test_only_a_callers_estimates_are_also_tried_turned(open_model):
     assert torch.equal(turned.iterations, given.iterations) and torch.allclose(turned.params.pose, given.params.pose)
     assert not torch.allclose(own.params.pose, given.params.pose)
 
+
+
+def test_a_person_alone_equals_the_same_person_beside_an_ambiguous_one(open_model):
+    """Only a person whose front and back are ambiguous screens two starts; the others of the batch go straight
+    on, as when fitted alone (they used to be screened with them: 2 more iterations, a different fit)."""
+    from fitlib.fitting.starts import ambiguous_front
+
+    kp, K, truth, _ = _people(open_model, 4, seed=41, noise_px=1.5)
+    side = truth.global_orient.clone()
+    side[0] = roma.rotvec_composition([truth.global_orient[0], torch.tensor([0.0, 1.5, 0.0])])
+    truth = truth.replace(global_orient=side)
+    out = open_model(truth.pose, truth.betas, truth.transl, layout=LAYOUT)
+    g = torch.Generator().manual_seed(42)
+    kp = torch.cat([project(out.keypoints, K) + 1.5 * torch.randn(4, 17, 2, generator=g), torch.ones(4, 17, 1)], -1)
+    xy, _, usable = losses.clean_keypoints(kp, open_model.keypoint_map(LAYOUT).mask, torch.ones(17), 0.2)
+    ambiguous = ambiguous_front(xy, usable, get_layout(LAYOUT), load_config().flip_threshold)
+    assert ambiguous[0] and not ambiguous.all()
+    start = _noisy(truth, 43)
+    fitter = Fitter(open_model)
+    batch = fitter.fit(kp, K, LAYOUT, init=start, image_size=(1080, 1920))
+    for i in range(4):
+        alone = fitter.fit(kp[i:i + 1], K, LAYOUT, init=start.index(slice(i, i + 1)), image_size=(1080, 1920))
+        assert torch.equal(alone.iterations, batch.iterations[i:i + 1])
+        assert torch.allclose(alone.params.pose, batch.params.pose[i:i + 1], atol=1e-5)
+        assert torch.allclose(alone.params.transl, batch.params.transl[i:i + 1], atol=1e-5)
 
 def _world_of(model, truth: SMPLParams, seed: int, sigma: float = 0.03):
     """[P, 33, 3] BlazePose-like world landmarks of the true bodies (NaN where the model has no point)."""
