@@ -1,5 +1,6 @@
 """The regressor's trainer: samples, one step lowers the loss, resuming after a kill, configs."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,6 +89,16 @@ def test_config_errors_name_the_file_and_field(tmp_path):
         load_train_config("nope")
     assert load_train_config("regressor").model.layout == "coco17"
 
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "configs" / "train").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_shipped_training_config_loads(path, open_model):
+    """The configs the model card and RESULTS cite still match the settings (a renamed or removed setting is an
+    error there), and their data settings make samples."""
+    cfg = load_train_config(path)
+    batch = SampleGenerator(open_model, cfg.data, layout=cfg.model.layout, seed=0).batch(0, 8)
+    assert torch.isfinite(batch.pose).all()
 
 def test_cli_train_regressor(tmp_path, monkeypatch):
     from fitlib.cli import main
