@@ -444,7 +444,8 @@ class Fitter:
                                 dataclasses.replace(settings, max_iterations=cfg.refine.screen_iterations))
             iters.index_add_(0, owner[several], screen.iterations)
             loss = torch.zeros(len(owner), dtype=x.dtype, device=self.device)  # a single start is its owner's best
-            loss[several], x = screen.loss, x.index_copy(0, several, screen.x)
+            loss[several] = screen.loss
+            x = x.index_copy(0, several, screen.x)
             pick = best_per_owner(loss, owner)
         objective, x = objective_for(rt.index(pick)), x[pick]
         with threads_for(len(x), self.device, cfg):

@@ -222,7 +222,6 @@ def test_only_a_callers_estimates_are_also_tried_turned(open_model):
     assert not torch.allclose(own.params.pose, given.params.pose)
 
 
-
 def test_a_person_alone_equals_the_same_person_beside_an_ambiguous_one(open_model):
     """Only a person whose front and back are ambiguous screens two starts; the others of the batch go straight
     on, as when fitted alone (they used to be screened with them: 2 more iterations, a different fit)."""
@@ -246,6 +245,7 @@ def test_a_person_alone_equals_the_same_person_beside_an_ambiguous_one(open_mode
         assert torch.equal(alone.iterations, batch.iterations[i:i + 1])
         assert torch.allclose(alone.params.pose, batch.params.pose[i:i + 1], atol=1e-5)
         assert torch.allclose(alone.params.transl, batch.params.transl[i:i + 1], atol=1e-5)
+
 
 def _world_of(model, truth: SMPLParams, seed: int, sigma: float = 0.03):
     """[P, 33, 3] BlazePose-like world landmarks of the true bodies (NaN where the model has no point)."""
