@@ -60,11 +60,12 @@ def swing_rotvec(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     Args:
         u, v: [..., 3] directions, any length (broadcast against each other).
     """
-    u, v = torch.broadcast_tensors(_unit(u), _unit(v))
+    u, v = torch.broadcast_tensors(unit(u), unit(v))
     axis = torch.cross(u, v, dim=-1)
     angle = torch.atan2(axis.norm(dim=-1), (u * v).sum(-1))
-    return _unit(axis) * angle[..., None]
+    return unit(axis) * angle[..., None]
 
 
-def _unit(v: torch.Tensor) -> torch.Tensor:
+def unit(v: torch.Tensor) -> torch.Tensor:
+    """``v`` [..., 3] scaled to unit length (a zero vector stays zero)."""
     return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)

@@ -28,7 +28,7 @@ import numpy as np
 import roma
 import torch
 
-from fitlib.body.skeleton import NUM_JOINTS, SMPL_JOINT_NAMES, SMPL_PARENTS, global_rotations, swing_rotvec
+from fitlib.body.skeleton import NUM_JOINTS, SMPL_JOINT_NAMES, SMPL_PARENTS, global_rotations, swing_rotvec, unit
 
 __all__ = [
     "MocapClip", "DEEPMIMIC_CLIPS", "HOLOSOMA_CLIPS", "TRAIN_CLIPS", "EVAL_CLIPS", "OBSERVED_JOINTS",
@@ -123,15 +123,11 @@ class MocapClip:
 # ----------------------------------------------------------------------------------------------
 # rotation helpers (torch float64, arbitrary leading dims)
 
-def _normalize(v: torch.Tensor) -> torch.Tensor:
-    return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-
-
 def _triad(rest_a: torch.Tensor, rest_b: torch.Tensor, obs_a: torch.Tensor, obs_b: torch.Tensor) -> torch.Tensor:
     """Rotation R [..., 3, 3] with R rest_a parallel to obs_a and R rest_b as close as possible to obs_b."""
     def frame(a, b):
-        e1 = _normalize(a)
-        e2 = _normalize(torch.cross(e1, b.expand_as(e1), dim=-1))
+        e1 = unit(a)
+        e2 = unit(torch.cross(e1, b.expand_as(e1), dim=-1))
         return torch.stack([e1, e2, torch.cross(e1, e2, dim=-1)], dim=-1)
     return frame(obs_a, obs_b) @ frame(rest_a, rest_b).transpose(-1, -2)
 
@@ -297,7 +293,7 @@ def _hinge_limb(parent: torch.Tensor, rest_dir: torch.Tensor, axis: torch.Tensor
     the plane through the three observed joints, with the sign of the twist-free swing (so the
     twist stays within +-90 degrees of it); a nearly straight limb falls back to the swing.
     """
-    up, low = _normalize(mid - top), _normalize(end - mid)
+    up, low = unit(mid - top), unit(end - mid)
     swing = parent @ _swing(rest_dir, _rotate(parent.transpose(-1, -2), up))
     fallback = swing @ axis
     normal = torch.cross(up, low, dim=-1)
